@@ -1,0 +1,1 @@
+"""Agents: one module per workflow; decisions are plain functions, Faust agents are thin wrappers."""

@@ -1,0 +1,1 @@
+"""Machine learning: shared feature definitions, training, ONNX export, registry, inference, explanations."""

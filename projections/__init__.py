@@ -1,0 +1,1 @@
+"""Projections of the log: PostgreSQL read models, the Salesforce sink, replay and reconciliation."""

@@ -1,0 +1,1 @@
+"""Schemas of every event (Avro), subjects and compatibility rules, serializers and upcasters."""

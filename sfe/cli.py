@@ -1,0 +1,131 @@
+"""The ``sfe`` command line: one entry point, subcommands grouped by purpose.
+
+Settings are loaded once, when a subcommand runs (``--help`` works without them), and
+a bad setting ends the process with exit code 2 and a message naming the variable.
+Each package that owns a command group registers it here with ``main.add_command``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from sfe import __version__
+from sfe import db as database
+from sfe import stack as local_stack
+from sfe.logging import configure_logging
+from sfe.settings import Settings, SettingsError, load_settings
+
+EXIT_USAGE = 2
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    """The settings of this invocation, loaded on first use."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):
+        try:
+            root.obj = load_settings()
+        except SettingsError as exc:
+            click.echo(f"sfe: {exc}", err=True)
+            ctx.exit(EXIT_USAGE)
+        configure_logging(root.obj.log_level)
+    return root.obj
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sfe")
+def main() -> None:
+    """Event-sourced Salesforce intelligence pipeline.
+
+    Salesforce changes stream into Kafka, agents score them with ONNX models, and
+    projections write PostgreSQL and Salesforce. Start with `sfe stack up`.
+    """
+
+
+@main.group()
+def stack() -> None:
+    """Run the local stack: a Kafka broker (KRaft) and a PostgreSQL cluster, no Docker."""
+
+
+@stack.command("up")
+@click.pass_context
+def stack_up(ctx: click.Context) -> None:
+    """Start Kafka and PostgreSQL unless they already run (safe to repeat)."""
+    settings = settings_from(ctx)
+    try:
+        results = local_stack.up(settings)
+    except local_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    for status, started in results:
+        click.echo(f"{status.line()}  {'(started)' if started else '(already running)'}")
+
+
+@stack.command("down")
+@click.pass_context
+def stack_down(ctx: click.Context) -> None:
+    """Stop the services that `sfe stack up` started, by PID, and nothing else."""
+    settings = settings_from(ctx)
+    for name, was_running in local_stack.down(settings):
+        click.echo(f"{name:<10} {'stopped' if was_running else 'was not running'}")
+
+
+@stack.command("status")
+@click.pass_context
+def stack_status(ctx: click.Context) -> None:
+    """Print each service, its PID and its URL; exit 1 when any is down."""
+    settings = settings_from(ctx)
+    statuses = local_stack.status(settings)
+    for status in statuses:
+        click.echo(status.line())
+    if not all(status.running for status in statuses):
+        ctx.exit(1)
+
+
+@main.group()
+def db() -> None:
+    """Manage the PostgreSQL schema of the read models (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    settings = settings_from(ctx)
+    database.upgrade(settings, revision)
+    click.echo(f"database at revision {database.current_revision(settings)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_context
+def db_downgrade(ctx: click.Context, revision: str) -> None:
+    """Revert migrations down to REVISION (`base` drops every projection table)."""
+    settings = settings_from(ctx)
+    database.downgrade(settings, revision)
+    click.echo(f"database at revision {database.current_revision(settings)}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Print the revision the database is at."""
+    settings = settings_from(ctx)
+    click.echo(database.current_revision(settings) or "none (run: sfe db upgrade)")
+
+
+@main.command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run the end-to-end demonstration (not available yet in this version)."""
+    settings_from(ctx)
+    click.echo(
+        "sfe demo is not available yet: the flows it drives (ingestion, agents, projections) "
+        "are not built in this version. What works today: `sfe stack up`, `sfe db upgrade`, "
+        "and `make test`.",
+        err=True,
+    )
+    ctx.exit(1)
+
+
+if __name__ == "__main__":
+    main()

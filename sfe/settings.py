@@ -1,0 +1,134 @@
+"""Process settings: one frozen, typed object built once at start from `SFE_*` variables.
+
+Every value comes from the environment (prefix ``SFE_``) with defaults that point at
+the local stack started by ``sfe stack up``. Secrets are ``SecretStr`` so they never
+print. A bad value raises :class:`SettingsError`, whose message names the variable,
+so a misconfigured process fails at start rather than half-way through a run.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_PREFIX = "SFE_"
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """All configuration of an ``sfe`` process."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # Local state and logs of the stack (Kafka data, PostgreSQL cluster, pid files).
+    state_dir: Path = Field(default_factory=lambda: Path.cwd() / ".stack")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Kafka: the log of record.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_version: str = "4.1.1"
+    kafka_heap: str = "768m"
+    schema_registry_url: str | None = None
+
+    # PostgreSQL: the read models. Role and database are created from this URL.
+    database_url: SecretStr = SecretStr("postgresql+psycopg://sfe:sfe@127.0.0.1:55432/sfe")
+    postgres_bin_dir: Path | None = None
+
+    # Salesforce (the local org simulator by default).
+    sf_login_url: str = "https://127.0.0.1:8443"
+    sf_api_version: str = "62.0"
+    sf_client_id: str = "sfe-local-client"
+    sf_client_secret: SecretStr | None = None
+    sf_username: str = "integration@sfe.local"
+    sf_password: SecretStr | None = None
+    sf_private_key_file: Path | None = None
+    sf_ca_bundle: Path | None = None
+    sf_call_options_client: str = "sfe-pipeline"
+
+    # Observability.
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_is_host_port_list(cls, value: str) -> str:
+        servers = [part.strip() for part in value.split(",")]
+        for server in servers:
+            match = _HOST_PORT.match(server)
+            if not match or not 0 < int(match.group(2)) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return ",".join(servers)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: SecretStr) -> SecretStr:
+        try:
+            url = make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (postgresql+psycopg://user:pass@host:port/db)"
+            ) from None
+        if not url.drivername.startswith("postgresql"):
+            raise ValueError(f"expected a postgresql URL, got driver {url.drivername!r}")
+        if not url.database:
+            raise ValueError("the URL names no database")
+        return value
+
+    @field_validator("sf_login_url", "schema_registry_url")
+    @classmethod
+    def _is_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @field_validator("sf_api_version")
+    @classmethod
+    def _is_api_version(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{2}\.0", value):
+            raise ValueError(f"expected a Salesforce API version such as 62.0, got {value!r}")
+        return value
+
+    @property
+    def kafka_host(self) -> str:
+        """Host of the first bootstrap server."""
+        return self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def kafka_port(self) -> int:
+        """Port of the first bootstrap server."""
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    def sqlalchemy_url(self) -> str:
+        """The database URL with its secret revealed, for engine creation only."""
+        return self.database_url.get_secret_value()
+
+
+def load_settings() -> Settings:
+    """Build settings from the environment, translating validation errors to :class:`SettingsError`."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            variable = ENV_PREFIX + field.upper()
+            problems.append(f"{variable}: {error['msg']}")
+        raise SettingsError("invalid setting " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, built once."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Streams: the Faust app, the topic catalogue, Salesforce ingestion sources and replay checkpoints."""
