@@ -4,15 +4,19 @@ The cluster listens on the host and port of ``SFE_DATABASE_URL`` and gets that U
 role (with its password, scram-sha-256 over TCP) and database. The superuser is
 reachable only through a Unix socket inside the state folder. PostgreSQL refuses to
 run as root, so when we are root the server runs as the unprivileged ``postgres``
-account (``setpriv`` execs it directly, so the PID we record is the postmaster's).
+account (``setpriv`` execs it directly, so the PID we record is the postmaster's);
+if that account cannot reach the state folder, the cluster's data lives under
+``/var/tmp/sfe-postgres-<hash of the state folder>`` and the state folder records where.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -45,9 +49,10 @@ class PostgresCluster:
         """Bind the cluster to ``settings`` (URL, binaries, state folder)."""
         self.settings = settings
         self.home = settings.state_dir / "postgres"
-        self.data_dir = self.home / "data"
-        self.socket_dir = self.home / "run"
         self.log_file = self.home / "postgres.log"
+        cluster_root = _cluster_root(self.home, self._run_as_account())
+        self.data_dir = cluster_root / "data"
+        self.socket_dir = cluster_root / "run"
         url = make_url(settings.sqlalchemy_url())
         self.host = url.host or "127.0.0.1"
         self.port = url.port or 5432
@@ -191,17 +196,27 @@ class PostgresCluster:
             "(Debian/Ubuntu: apt-get install postgresql) or set SFE_POSTGRES_BIN_DIR"
         )
 
-    def _run_as(self) -> pwd.struct_passwd | None:
-        """The account to run the server as when we are root (None: run as ourselves)."""
+    @staticmethod
+    def _run_as_account() -> pwd.struct_passwd | None:
+        """The unprivileged account to run the server as when we are root, if it exists."""
         if os.geteuid() != 0:
             return None
         try:
             return pwd.getpwnam(_RUN_AS_WHEN_ROOT)
         except KeyError:
+            return None
+
+    def _run_as(self) -> pwd.struct_passwd | None:
+        """The account to run the server as when we are root (None: run as ourselves)."""
+        if os.geteuid() != 0:
+            return None
+        account = self._run_as_account()
+        if account is None:
             raise StackError(
                 "running as root, PostgreSQL needs an unprivileged account named 'postgres' "
                 "(created by the postgresql package, or: useradd --system postgres)"
-            ) from None
+            )
+        return account
 
     def _as_user(self, run_as: pwd.struct_passwd | None) -> list[str]:
         if run_as is None:
@@ -215,8 +230,11 @@ class PostgresCluster:
         ]
 
     def _prepare_dirs(self, run_as: pwd.struct_passwd | None) -> None:
-        for directory in (self.home, self.data_dir, self.socket_dir):
+        for directory in (self.home, self.data_dir.parent, self.data_dir, self.socket_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        if self.data_dir.parent != self.home:
+            self.data_dir.parent.chmod(0o755)
+            (self.home / "cluster-location").write_text(f"{self.data_dir.parent}\n")
         for directory in (self.data_dir, self.socket_dir):
             directory.chmod(0o700)
             if run_as is not None:
@@ -250,6 +268,38 @@ class PostgresCluster:
         )
         if result.returncode != 0:
             raise StackError("initdb failed:\n" + (result.stdout + result.stderr)[-3000:])
+
+
+def _cluster_root(home: Path, run_as: pwd.struct_passwd | None) -> Path:
+    """Choose where the cluster's data and socket live.
+
+    Inside the state folder when the server's account can reach it; otherwise (root
+    with a private checkout, e.g. mode 0700) a folder of its own under /var/tmp, named
+    after the state folder so every later `up`, `status` and `down` finds it again.
+    """
+    if run_as is None or _can_traverse(home.parent, run_as):
+        return home
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"sfe-postgres-{digest}"
+
+
+def _can_traverse(directory: Path, account: pwd.struct_passwd) -> bool:
+    """True when ``account`` may enter every folder from / down to ``directory``."""
+    groups = {account.pw_gid}
+    for path in [directory.resolve(), *directory.resolve().parents]:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue  # created later by us, with traversable permissions
+        if info.st_uid == account.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
 
 
 def _version_key(path: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import uuid
@@ -12,10 +13,18 @@ import pytest
 from click.testing import CliRunner
 
 from sfe.cli import main
-from sfe.settings import Settings
+from sfe.settings import Settings, load_settings
+from sfe.stack import PostgresCluster
 from sfe.stack.process import is_our_process, port_open, read_pid
 
 pytestmark = pytest.mark.integration
+
+
+def load_settings_from(env: dict[str, str]) -> Settings:
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return load_settings()
 
 
 def free_port() -> int:
@@ -25,17 +34,21 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def private_stack_env(settings: Settings) -> Iterator[dict[str, str]]:
-    # Beside the main stack's state: a folder the unprivileged postgres account can reach.
-    state = settings.state_dir / "test-stacks" / uuid.uuid4().hex[:8]
-    state.mkdir(parents=True)
-    yield {
+def private_stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    # pytest's temporary folders are private (0700): as root, the cluster must then live
+    # where the unprivileged postgres account can reach it.
+    state = tmp_path_factory.mktemp("stack") / uuid.uuid4().hex[:8]
+    env = {
         "SFE_STATE_DIR": str(state),
         "SFE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
         "SFE_KAFKA_CONTROLLER_PORT": str(free_port()),
         "SFE_KAFKA_HEAP": "384m",
         "SFE_DATABASE_URL": f"postgresql+psycopg://sfe:sfe@127.0.0.1:{free_port()}/sfe",
     }
+    yield env
+    location = state / "postgres" / "cluster-location"
+    if location.exists():
+        shutil.rmtree(location.read_text().strip(), ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
 
 
@@ -59,9 +72,12 @@ def test_up_twice_status_and_down(private_stack_env: dict[str, str]) -> None:
         assert "postgresql://sfe@127.0.0.1:" in status.output
 
         kafka_pid = read_pid(state / "kafka" / "kafka.pid")
-        postgres_pid = read_pid(state / "postgres" / "data" / "postmaster.pid")
         assert is_our_process(kafka_pid, str(state / "kafka" / "server.properties"))
-        assert is_our_process(postgres_pid, str(state / "postgres" / "data"))
+        cluster = PostgresCluster(load_settings_from(env))
+        postgres_pid = read_pid(cluster.pid_file)
+        assert is_our_process(postgres_pid, str(cluster.data_dir))
+        if os.geteuid() == 0:  # private state folder: the cluster lives where postgres can reach
+            assert not cluster.data_dir.is_relative_to(state)
         # Same PIDs on the second `up`: nothing was restarted.
         assert f"pid={kafka_pid}" in second.output and f"pid={postgres_pid}" in second.output
     finally:
