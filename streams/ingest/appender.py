@@ -1,0 +1,224 @@
+"""Exactly-once append of streaming events to Kafka, with replay-id checkpoints in the same transaction.
+
+Salesforce says: store the replay id only after the event is safely processed. We go
+one step further: each batch of facts *and* the new replay id of every channel are
+written in one Kafka transaction, the checkpoints to a compacted topic. A crash
+before the commit leaves neither the records nor the checkpoint visible to
+``read_committed`` readers, so on restart we resubscribe from the last committed
+replay id and the redelivered events are appended once. A restarted ingestor with
+the same ``transactional.id`` fences its dead predecessor (``init_transactions``).
+Redeliveries within a session (same replay id or EventUuid) are dropped by a
+bounded window of recent delivery keys that is itself part of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+
+class AppendFailed(RuntimeError):
+    """A transaction could not be committed; nothing of the batch is visible."""
+
+
+class AppenderFenced(AppendFailed):
+    """Another ingestor with our transactional id took over; this one must stop."""
+
+
+@dataclass(frozen=True)
+class OutboundRecord:
+    """One Kafka record to append: topic, key, encoded value and headers."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a channel resumes: its last committed replay id and recent delivery keys."""
+
+    channel: str
+    replay_id: int | str
+    recent_deliveries: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        """JSON value for the compacted checkpoint topic."""
+        return json.dumps(
+            {
+                "channel": self.channel,
+                "replay_id": self.replay_id,
+                "recent_deliveries": list(self.recent_deliveries),
+                "updated_at": time.time(),
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, value: bytes) -> Checkpoint:
+        """Parse a checkpoint written by :meth:`encode`."""
+        data: dict[str, Any] = json.loads(value)
+        return cls(data["channel"], data["replay_id"], tuple(data.get("recent_deliveries", ())))
+
+
+@dataclass
+class DeliveryWindow:
+    """Recent delivery keys of one channel, bounded, to drop redelivered events."""
+
+    capacity: int = 4096
+    _order: deque[str] = field(default_factory=deque)
+    _keys: set[str] = field(default_factory=set)
+
+    def seen(self, key: str) -> bool:
+        """True when ``key`` was delivered recently."""
+        return key in self._keys
+
+    def add(self, key: str) -> None:
+        """Remember ``key``, forgetting the oldest beyond capacity."""
+        if key in self._keys:
+            return
+        self._order.append(key)
+        self._keys.add(key)
+        while len(self._order) > self.capacity:
+            self._keys.discard(self._order.popleft())
+
+    def snapshot(self, limit: int = 256) -> tuple[str, ...]:
+        """The newest ``limit`` keys in delivery order, carried by the checkpoint."""
+        return tuple(self._order)[-limit:]
+
+    @classmethod
+    def restore(cls, keys: Iterable[str], capacity: int = 4096) -> DeliveryWindow:
+        """A window pre-filled from a checkpoint."""
+        window = cls(capacity)
+        for key in keys:
+            window.add(key)
+        return window
+
+
+class TransactionalAppender:
+    """Appends batches of records and channel checkpoints atomically."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        transactional_id: str,
+        checkpoint_topic: str,
+        timeout_s: float = 30.0,
+    ) -> None:
+        """Configure an idempotent, transactional producer (acks=all)."""
+        self.bootstrap = bootstrap
+        self.checkpoint_topic = checkpoint_topic
+        self.timeout_s = timeout_s
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "transactional.id": transactional_id,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "transaction.timeout.ms": 60_000,
+            }
+        )
+        self._started = False
+
+    def start(self) -> dict[str, Checkpoint]:
+        """Fence any predecessor and return the last committed checkpoint of every channel."""
+        self._producer.init_transactions(self.timeout_s)
+        self._started = True
+        return load_checkpoints(self.bootstrap, self.checkpoint_topic, self.timeout_s)
+
+    def append(self, records: Sequence[OutboundRecord], checkpoints: Iterable[Checkpoint]) -> None:
+        """Write ``records`` and ``checkpoints`` in one transaction, or nothing at all."""
+        if not self._started:
+            raise AppendFailed("call start() before append()")
+        try:
+            self._producer.begin_transaction()
+            for record in records:
+                self._produce(record.topic, record.key, record.value, list(record.headers))
+            for checkpoint in checkpoints:
+                self._produce(
+                    self.checkpoint_topic, checkpoint.channel.encode(), checkpoint.encode(), []
+                )
+            self._producer.commit_transaction(self.timeout_s)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.fatal() or error.code() == KafkaError._FENCED:
+                raise AppenderFenced(str(error)) from None
+            if error.txn_requires_abort():
+                self._producer.abort_transaction(self.timeout_s)
+            raise AppendFailed(str(error)) from None
+
+    def close(self) -> None:
+        """Flush whatever the producer still holds (nothing, between transactions)."""
+        self._producer.flush(self.timeout_s)
+
+    def _produce(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, str | bytes | None]]
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=key, value=value, headers=headers)
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self._producer.poll(0.05)
+
+
+def load_checkpoints(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, Checkpoint]:
+    """Read the compacted checkpoint topic to its end (committed records only)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "sfe-ingest-checkpoint-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        topic_metadata = metadata.topics.get(topic)
+        if topic_metadata is None or topic_metadata.error is not None:
+            raise AppendFailed(
+                f"checkpoint topic {topic!r} does not exist (run: sfe topics ensure)"
+            )
+        partitions = [TopicPartition(topic, p, 0) for p in topic_metadata.partitions]
+        consumer.assign(partitions)
+        pending = {p.partition for p in partitions}
+        checkpoints: dict[str, Checkpoint] = {}
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(message.partition())
+                    continue
+                raise KafkaException(error)
+            value = message.value()
+            if value is not None:
+                checkpoint = Checkpoint.decode(value)
+                checkpoints[checkpoint.channel] = checkpoint
+        if pending:
+            raise AppendFailed(f"could not read {topic!r} to its end within {timeout_s:.0f} s")
+        return checkpoints
+    finally:
+        consumer.close()
+
+
+def windows_from(
+    checkpoints: Mapping[str, Checkpoint], capacity: int = 4096
+) -> dict[str, DeliveryWindow]:
+    """Delivery windows per channel, restored from checkpoints."""
+    return {
+        channel: DeliveryWindow.restore(checkpoint.recent_deliveries, capacity)
+        for channel, checkpoint in checkpoints.items()
+    }

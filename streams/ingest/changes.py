@@ -1,0 +1,147 @@
+"""Salesforce streaming messages into per-record facts: the pure half of ingestion.
+
+A CometD message carries one CDC event (which may name several records) or one
+Platform Event. :func:`split_message` turns it into :class:`IngestedFact` values,
+one per record id, each keeping the transaction key and sequence number, so a
+Kafka record is keyed by the record it describes and per-record order follows
+commit order. Our own writes, echoed back by CDC, are flagged (principle 5), and
+every fact has a delivery key that identifies a redelivery of the same event.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CHANGE_EVENT_CHANNEL = re.compile(r"^/data/(?P<entity>\w+?)ChangeEvent$")
+PLATFORM_EVENT_CHANNEL = re.compile(r"^/event/(?P<name>\w+__e)$")
+GAP_CHANGE_TYPES = frozenset({"GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE"})
+OVERFLOW_CHANGE_TYPE = "GAP_OVERFLOW"
+
+
+class MalformedStreamingMessage(ValueError):
+    """A streaming message lacks what Salesforce always sends; the reason says what."""
+
+
+@dataclass(frozen=True)
+class EchoPolicy:
+    """How our own writes are recognised when CDC echoes them back."""
+
+    client_id: str
+    integration_user_id: str | None = None
+
+    def is_echo(self, header: Mapping[str, Any]) -> bool:
+        """True when ``changeOrigin`` names our client or ``commitUser`` is our integration user."""
+        origin = str(header.get("changeOrigin") or "")
+        if re.search(rf"(^|;)client={re.escape(self.client_id)}($|;)", origin):
+            return True
+        user = header.get("commitUser")
+        return self.integration_user_id is not None and user == self.integration_user_id
+
+
+@dataclass(frozen=True)
+class IngestedFact:
+    """One record's share of one streaming event, ready to be appended to Kafka."""
+
+    channel: str
+    replay_id: int | str
+    kind: str  # "change" or "platform_event"
+    entity: str  # sObject name (Lead) or event name (New_Lead__e)
+    record_id: str | None
+    change_type: str | None
+    echo: bool
+    header: Mapping[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    event_uuid: str | None = None
+
+    @property
+    def delivery_key(self) -> str:
+        """Identity of this delivery: the same event redelivered has the same key."""
+        identity = self.event_uuid or f"{self.channel}#{self.replay_id}"
+        return f"{identity}#{self.record_id or ''}"
+
+    @property
+    def is_gap(self) -> bool:
+        """A gap event: no field values; the record must be read back over REST."""
+        return self.change_type in GAP_CHANGE_TYPES
+
+    @property
+    def is_overflow(self) -> bool:
+        """An overflow event: too many changes in one transaction; reconcile the entity."""
+        return self.change_type == OVERFLOW_CHANGE_TYPE
+
+
+def split_message(message: Mapping[str, Any], echo_policy: EchoPolicy) -> list[IngestedFact]:
+    """Split one CometD message into per-record facts (one fact for a Platform Event)."""
+    channel = message.get("channel")
+    data = message.get("data")
+    if not isinstance(channel, str) or not isinstance(data, Mapping):
+        raise MalformedStreamingMessage("message has no channel or no data object")
+    event = data.get("event")
+    payload = data.get("payload")
+    if not isinstance(event, Mapping) or "replayId" not in event:
+        raise MalformedStreamingMessage(f"{channel}: data.event.replayId is missing")
+    if not isinstance(payload, Mapping):
+        raise MalformedStreamingMessage(f"{channel}: data.payload is not an object")
+    replay_id = event["replayId"]
+    if PLATFORM_EVENT_CHANNEL.match(channel) or channel.startswith("/event/"):
+        return [_platform_event(channel, replay_id, event, payload)]
+    return _change_event(channel, replay_id, payload, echo_policy)
+
+
+def _change_event(
+    channel: str, replay_id: int | str, payload: Mapping[str, Any], echo_policy: EchoPolicy
+) -> list[IngestedFact]:
+    header = payload.get("ChangeEventHeader")
+    if not isinstance(header, Mapping):
+        raise MalformedStreamingMessage(f"{channel}@{replay_id}: ChangeEventHeader is missing")
+    for required in ("entityName", "changeType", "recordIds"):
+        if required not in header:
+            raise MalformedStreamingMessage(f"{channel}@{replay_id}: header has no {required}")
+    record_ids = header["recordIds"]
+    if not isinstance(record_ids, list) or not record_ids:
+        raise MalformedStreamingMessage(f"{channel}@{replay_id}: recordIds is empty")
+    values = {name: value for name, value in payload.items() if name != "ChangeEventHeader"}
+    echo = echo_policy.is_echo(header)
+    return [
+        IngestedFact(
+            channel=channel,
+            replay_id=replay_id,
+            kind="change",
+            entity=str(header["entityName"]),
+            record_id=str(record_id),
+            change_type=str(header["changeType"]),
+            echo=echo,
+            header=dict(header),
+            fields=values,
+        )
+        for record_id in record_ids
+    ]
+
+
+def _platform_event(
+    channel: str, replay_id: int | str, event: Mapping[str, Any], payload: Mapping[str, Any]
+) -> IngestedFact:
+    name = channel.removeprefix("/event/")
+    event_uuid = event.get("EventUuid") or payload.get("EventUuid")
+    record_id = payload.get("Lead_Id__c") or payload.get("RecordId__c")
+    return IngestedFact(
+        channel=channel,
+        replay_id=replay_id,
+        kind="platform_event",
+        entity=name,
+        record_id=str(record_id) if record_id else None,
+        change_type=None,
+        echo=False,
+        fields=dict(payload),
+        event_uuid=str(event_uuid) if event_uuid else None,
+    )
+
+
+def topic_for(fact: IngestedFact) -> str:
+    """The ingest topic of a fact: ``sf.cdc.<Object>`` or ``sf.events.<Name>``."""
+    if fact.kind == "change":
+        return f"sf.cdc.{fact.entity}"
+    return f"sf.events.{fact.entity}"
