@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SFE := $(BIN)/sfe
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install stack-up stack-down migrate test lint format bench demo clean
+.PHONY: help install stack-up stack-down migrate tools test lint format bench demo clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,7 +30,10 @@ stack-down: $(INSTALLED) ## Stop what `make stack-up` started
 migrate: stack-up ## Apply the database migrations
 	$(SFE) db upgrade
 
-test: migrate ## Set everything up and run the whole test suite
+tools: ## Fetch promtool into .stack/tools/ (alert rule and metrics checks)
+	scripts/fetch-promtool
+
+test: migrate tools ## Set everything up and run the whole test suite
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
 	exit $$status

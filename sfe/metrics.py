@@ -122,11 +122,12 @@ OPPORTUNITIES_SYNCED = Counter(
 CHURN_CASES_OPENED = Counter("sfe_churn_cases_opened_total", "High-priority churn cases opened.")
 
 # Replay and reconciliation.
+# The label is `task`, not `job`: Prometheus owns `job` and would rename ours on scrape.
 REPLAY_EVENTS = Counter(
-    "sfe_replay_events_total", "Events processed by replay or reconcile jobs.", ["job"]
+    "sfe_replay_events_total", "Events processed by replay or reconcile tasks.", ["task"]
 )
 REPLAY_PROGRESS = Gauge(
-    "sfe_replay_progress_ratio", "Progress of a replay or reconcile job (0..1).", ["job"]
+    "sfe_replay_progress_ratio", "Progress of a replay or reconcile task (0..1).", ["task"]
 )
 
 
