@@ -14,6 +14,7 @@ from sfe import db as database
 from sfe import stack as local_stack
 from sfe.logging import configure_logging
 from sfe.settings import Settings, SettingsError, load_settings
+from simulator.cli import sim as sim_group
 
 EXIT_USAGE = 2
 
@@ -119,12 +120,16 @@ def demo(ctx: click.Context) -> None:
     """Run the end-to-end demonstration (not available yet in this version)."""
     settings_from(ctx)
     click.echo(
-        "sfe demo is not available yet: the flows it drives (ingestion, agents, projections) "
-        "are not built in this version. What works today: `sfe stack up`, `sfe db upgrade`, "
-        "and `make test`.",
+        "sfe demo is not available yet: the workflows and projections it drives are not "
+        "built in this version. What works today: `sfe stack up`, `sfe sim serve`, "
+        "`sfe topics ensure`, `sfe ingest`, `sfe train --all` (see README.md).",
         err=True,
     )
     ctx.exit(1)
+
+
+# Command groups owned by other packages.
+main.add_command(sim_group)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     kafka_version: str = "4.1.1"
     kafka_heap: str = "768m"
     schema_registry_url: str | None = None
+    # Prefix of every topic name (an isolated environment on a shared cluster), e.g. "staging.".
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
 
     # PostgreSQL: the read models. Role and database are created from this URL.
     database_url: SecretStr = SecretStr("postgresql+psycopg://sfe:sfe@127.0.0.1:55432/sfe")
@@ -56,6 +58,26 @@ class Settings(BaseSettings):
     sf_private_key_file: Path | None = None
     sf_ca_bundle: Path | None = None
     sf_call_options_client: str = "sfe-pipeline"
+    # Id of the integration user: CDC events it committed are our own writes echoed back.
+    sf_integration_user_id: str | None = None
+    # The org whose Outbound Messages and webhooks the ingress accepts (15 or 18 chars).
+    sf_organization_id: str | None = None
+    # Shared secret of the HTTP ingress: HMAC key of webhooks, token of Outbound Messages.
+    ingress_secret: SecretStr | None = None
+    ingress_bind: str = "127.0.0.1"
+    ingress_port: int = Field(default=8088, ge=0, le=65535)
+
+    # The Salesforce org simulator (`sfe sim serve`).
+    sim_host: str = "127.0.0.1"
+    sim_port: int = Field(default=8443, ge=0, le=65535)
+    sim_sqlite_file: Path | None = None
+    sim_jwt_cert_file: Path | None = None
+    sim_token_ttl_seconds: float = Field(default=7200.0, gt=0)
+    sim_daily_api_limit: int = Field(default=100_000, ge=1)
+    sim_event_retention_seconds: float = Field(default=72 * 3600.0, gt=0)
+
+    # Model registry: ONNX files, manifests and evaluation reports (default: <state_dir>/models).
+    model_dir: Path | None = None
 
     # Observability.
     metrics_bind: str = "127.0.0.1"
@@ -109,6 +131,11 @@ class Settings(BaseSettings):
     def kafka_port(self) -> int:
         """Port of the first bootstrap server."""
         return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def models_path(self) -> Path:
+        """Root of the model registry: ``SFE_MODEL_DIR`` or ``models/`` under the state dir."""
+        return self.model_dir if self.model_dir is not None else self.state_dir / "models"
 
     def sqlalchemy_url(self) -> str:
         """The database URL with its secret revealed, for engine creation only."""

@@ -1,0 +1,108 @@
+"""The admin endpoint ``/_sim``: arm faults, emit gap events, inspect the simulator.
+
+``POST /_sim/faults`` takes ``{"action": ..., ...}`` with one of the actions of
+:data:`ACTIONS`; ``GET /_sim/status`` reports counters. It is meant for tests and demos
+on loopback and needs no token.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from simulator import cdc
+from simulator.errors import SalesforceError
+from simulator.http.common import reply, sim
+from simulator.state import Simulator
+
+ACTIONS = (
+    "drop_connections", "forget_clients", "expire_sessions", "fail_next", "request_limit",
+    "latency", "gap", "clear", "purge_events",
+)  # fmt: skip
+
+
+def apply_fault(state: Simulator, body: dict[str, Any]) -> dict[str, Any]:
+    """Carry out one admin action; returns what it did."""
+    action = body.get("action")
+    faults = state.faults
+    if action == "drop_connections":
+        return {"dropped": state.streaming.drop_connections()}
+    if action == "forget_clients":
+        dropped = state.streaming.drop_connections() if body.get("drop", True) else 0
+        return {"forgotten": state.streaming.forget_clients(), "dropped": dropped}
+    if action == "expire_sessions":
+        return {"expired": state.authority.expire_all()}
+    if action == "fail_next":
+        faults.fail_next, faults.fail_status = (
+            int(body.get("count", 1)),
+            int(body.get("status", 503)),
+        )
+        return {"fail_next": faults.fail_next, "status": faults.fail_status}
+    if action == "request_limit":
+        if "used" in body:
+            state.budget.used = int(body["used"])
+        if "limit" in body:
+            state.budget.limit = int(body["limit"])
+        return {"used": state.budget.used, "limit": state.budget.limit}
+    if action == "latency":
+        faults.latency_seconds = float(body.get("ms", 0)) / 1000
+        return {"latency_ms": faults.latency_seconds * 1000}
+    if action == "gap":
+        return _gap(state, body)
+    if action == "purge_events":
+        state.bus.purge()
+        return {"purged": True}
+    if action == "clear":
+        faults.fail_next, faults.latency_seconds = 0, 0.0
+        return {"cleared": True}
+    raise SalesforceError(
+        "INVALID_INPUT", f"unknown action {action!r}; one of {', '.join(ACTIONS)}"
+    )
+
+
+def _gap(state: Simulator, body: dict[str, Any]) -> dict[str, Any]:
+    entity = str(body.get("entity", "Lead"))
+    change_type = str(body.get("change_type", "GAP_UPDATE"))
+    if change_type not in (
+        "GAP_CREATE",
+        "GAP_UPDATE",
+        "GAP_DELETE",
+        "GAP_UNDELETE",
+        "GAP_OVERFLOW",
+    ):
+        raise SalesforceError("INVALID_INPUT", f"not a gap change type: {change_type}")
+    record_ids = [str(i) for i in body.get("record_ids", [])]
+    state.org.commit_number += 1
+    info = cdc.CommitInfo(state.user_id(), "", state.org.commit_number, int(time.time() * 1000))
+    cdc.publish_gap(state.bus, info, entity, change_type, record_ids)
+    return {"published": change_type, "entity": entity, "recordIds": record_ids}
+
+
+async def faults(request: web.Request) -> web.Response:
+    """Apply one admin action."""
+    body = await request.json()
+    try:
+        return reply(apply_fault(sim(request), body))
+    except SalesforceError as error:
+        return reply(error.body(), 400)
+
+
+async def status(request: web.Request) -> web.Response:
+    """Counters for tests and operators."""
+    state = sim(request)
+    return reply(
+        {
+            "records": {name: len(records) for name, records in state.org.records.items()},
+            "api_usage": {"used": state.budget.used, "limit": state.budget.limit},
+            "streaming_clients": len(state.streaming.clients),
+            "commit_number": state.org.commit_number,
+            "ca_file": str(state.tls_files.ca_cert),
+        }
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    """The admin routes."""
+    return [web.post("/_sim/faults", faults), web.get("/_sim/status", status)]
