@@ -15,6 +15,7 @@ from sfe import stack as local_stack
 from sfe.logging import configure_logging
 from sfe.settings import Settings, SettingsError, load_settings
 from simulator.cli import sim as sim_group
+from streams.cli import topics as topics_group
 
 EXIT_USAGE = 2
 
@@ -130,6 +131,7 @@ def demo(ctx: click.Context) -> None:
 
 # Command groups owned by other packages.
 main.add_command(sim_group)
+main.add_command(topics_group)
 
 
 if __name__ == "__main__":
