@@ -16,7 +16,7 @@ help: ## List the targets
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,training]'
 	touch $@
 
 install: $(INSTALLED) ## Create the virtualenv and install the project with its dev tools

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from ml import cli as ml_cli
 from sfe import __version__
 from sfe import db as database
 from sfe import stack as local_stack
@@ -132,6 +133,8 @@ def demo(ctx: click.Context) -> None:
 # Command groups owned by other packages.
 main.add_command(sim_group)
 main.add_command(topics_group)
+main.add_command(ml_cli.train)
+main.add_command(ml_cli.models)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Training: native models, ONNX export and parity, evaluation, reports, registration."""
