@@ -17,6 +17,9 @@ from sfe.logging import configure_logging
 from sfe.settings import Settings, SettingsError, load_settings
 from simulator.cli import sim as sim_group
 from streams.cli import topics as topics_group
+from streams.ingest.cli import backfill as backfill_command
+from streams.ingest.cli import ingest as ingest_command
+from streams.ingest.cli import ingress as ingress_command
 
 EXIT_USAGE = 2
 
@@ -133,6 +136,9 @@ def demo(ctx: click.Context) -> None:
 # Command groups owned by other packages.
 main.add_command(sim_group)
 main.add_command(topics_group)
+main.add_command(ingest_command)
+main.add_command(ingress_command)
+main.add_command(backfill_command)
 main.add_command(ml_cli.train)
 main.add_command(ml_cli.models)
 

@@ -13,14 +13,17 @@ bounded window of recent delivery keys that is itself part of the checkpoint.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from schema_registry.codec import Codec
+from schema_registry.events import ReplayCheckpointStored
+from schema_registry.ids import derived_event_id
 
 
 class AppendFailed(RuntimeError):
@@ -38,7 +41,7 @@ class OutboundRecord:
     topic: str
     key: bytes
     value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, str | bytes | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,23 +51,29 @@ class Checkpoint:
     channel: str
     replay_id: int | str
     recent_deliveries: tuple[str, ...] = ()
+    #: Salesforce commit time (ISO 8601) of the newest change behind ``replay_id``; the
+    #: start of the window to reconcile if the replay id has expired.
+    event_time: str | None = None
 
-    def encode(self) -> bytes:
-        """JSON value for the compacted checkpoint topic."""
-        return json.dumps(
-            {
-                "channel": self.channel,
-                "replay_id": self.replay_id,
-                "recent_deliveries": list(self.recent_deliveries),
-                "updated_at": time.time(),
-            }
-        ).encode()
+    def to_event(self) -> ReplayCheckpointStored:
+        """The checkpoint as the event its topic holds."""
+        return ReplayCheckpointStored(
+            id=derived_event_id(f"{self.channel}#{self.replay_id}", "sfe.ingest", "checkpoint"),
+            source="sfe.ingest",
+            subject=self.channel,
+            time=datetime.now(UTC),
+            channel=self.channel,
+            replay_id=str(self.replay_id),
+            recent_deliveries=self.recent_deliveries,
+            event_time=self.event_time,
+        )
 
     @classmethod
-    def decode(cls, value: bytes) -> Checkpoint:
-        """Parse a checkpoint written by :meth:`encode`."""
-        data: dict[str, Any] = json.loads(value)
-        return cls(data["channel"], data["replay_id"], tuple(data.get("recent_deliveries", ())))
+    def from_event(cls, event: ReplayCheckpointStored) -> Checkpoint:
+        """The checkpoint an event of the checkpoint topic records."""
+        raw = event.replay_id
+        replay_id: int | str = int(raw) if raw.lstrip("-").isdigit() else raw
+        return cls(event.channel, replay_id, tuple(event.recent_deliveries), event.event_time)
 
 
 @dataclass
@@ -109,11 +118,16 @@ class TransactionalAppender:
         bootstrap: str,
         transactional_id: str,
         checkpoint_topic: str,
+        codec: Codec | None = None,
         timeout_s: float = 30.0,
     ) -> None:
-        """Configure an idempotent, transactional producer (acks=all)."""
+        """Configure an idempotent, transactional producer (acks=all).
+
+        ``codec`` encodes the checkpoints; its topic prefix must match ``checkpoint_topic``.
+        """
         self.bootstrap = bootstrap
         self.checkpoint_topic = checkpoint_topic
+        self.codec = codec or Codec()
         self.timeout_s = timeout_s
         self._producer = Producer(
             {
@@ -128,11 +142,16 @@ class TransactionalAppender:
         )
         self._started = False
 
+    def init(self) -> None:
+        """Fence any predecessor with our transactional id (needed once before appending)."""
+        if not self._started:
+            self._producer.init_transactions(self.timeout_s)
+            self._started = True
+
     def start(self) -> dict[str, Checkpoint]:
         """Fence any predecessor and return the last committed checkpoint of every channel."""
-        self._producer.init_transactions(self.timeout_s)
-        self._started = True
-        return load_checkpoints(self.bootstrap, self.checkpoint_topic, self.timeout_s)
+        self.init()
+        return load_checkpoints(self.bootstrap, self.checkpoint_topic, self.codec, self.timeout_s)
 
     def append(self, records: Sequence[OutboundRecord], checkpoints: Iterable[Checkpoint]) -> None:
         """Write ``records`` and ``checkpoints`` in one transaction, or nothing at all."""
@@ -143,8 +162,12 @@ class TransactionalAppender:
             for record in records:
                 self._produce(record.topic, record.key, record.value, list(record.headers))
             for checkpoint in checkpoints:
+                encoded = self.codec.encode(self.checkpoint_topic, checkpoint.to_event())
                 self._produce(
-                    self.checkpoint_topic, checkpoint.channel.encode(), checkpoint.encode(), []
+                    self.checkpoint_topic,
+                    checkpoint.channel.encode(),
+                    encoded.value,
+                    encoded.headers,
                 )
             self._producer.commit_transaction(self.timeout_s)
         except KafkaException as exc:
@@ -160,17 +183,23 @@ class TransactionalAppender:
         self._producer.flush(self.timeout_s)
 
     def _produce(
-        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, str | bytes | None]]
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: Sequence[tuple[str, str | bytes | None]],
     ) -> None:
         while True:
             try:
-                self._producer.produce(topic, key=key, value=value, headers=headers)
+                self._producer.produce(topic, key=key, value=value, headers=list(headers))
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self._producer.poll(0.05)
 
 
-def load_checkpoints(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, Checkpoint]:
+def load_checkpoints(
+    bootstrap: str, topic: str, codec: Codec, timeout_s: float = 30.0
+) -> dict[str, Checkpoint]:
     """Read the compacted checkpoint topic to its end (committed records only)."""
     consumer = Consumer(
         {
@@ -205,13 +234,25 @@ def load_checkpoints(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dic
                 raise KafkaException(error)
             value = message.value()
             if value is not None:
-                checkpoint = Checkpoint.decode(value)
-                checkpoints[checkpoint.channel] = checkpoint
+                event = codec.decode(topic, value, message_headers(message))
+                if not isinstance(event, ReplayCheckpointStored):
+                    raise AppendFailed(f"{topic} holds {event.type}, not checkpoints")
+                checkpoints[event.channel] = Checkpoint.from_event(event)
         if pending:
             raise AppendFailed(f"could not read {topic!r} to its end within {timeout_s:.0f} s")
         return checkpoints
     finally:
         consumer.close()
+
+
+def message_headers(message: Message) -> list[tuple[str, bytes]]:
+    """A consumed record's headers as (name, bytes) pairs."""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [
+        (str(name), value if isinstance(value, bytes) else str(value or "").encode())
+        for name, value in pairs
+    ]
 
 
 def windows_from(

@@ -57,10 +57,25 @@ class IngestedFact:
     event_uuid: str | None = None
 
     @property
+    def source_identity(self) -> str:
+        """Identity of the Salesforce event this fact comes from, stable across redeliveries.
+
+        Platform Events carry an ``EventUuid``; a change event is identified by its
+        entity, transaction key and sequence number; the channel and replay id are
+        the last resort.
+        """
+        if self.event_uuid:
+            return self.event_uuid
+        transaction_key = self.header.get("transactionKey")
+        sequence_number = self.header.get("sequenceNumber")
+        if transaction_key and sequence_number is not None:
+            return f"{self.entity}:{transaction_key}:{sequence_number}"
+        return f"{self.channel}#{self.replay_id}"
+
+    @property
     def delivery_key(self) -> str:
         """Identity of this delivery: the same event redelivered has the same key."""
-        identity = self.event_uuid or f"{self.channel}#{self.replay_id}"
-        return f"{identity}#{self.record_id or ''}"
+        return f"{self.source_identity}#{self.record_id or ''}"
 
     @property
     def is_gap(self) -> bool:

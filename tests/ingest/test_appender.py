@@ -10,6 +10,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from schema_registry.codec import Codec
 from sfe.settings import Settings
 from streams.ingest.appender import (
     Checkpoint,
@@ -18,7 +19,7 @@ from streams.ingest.appender import (
     TransactionalAppender,
     load_checkpoints,
 )
-from tests.integration.test_kafka_broker import consume_all
+from tests.kafka_helpers import consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def topics(stack: Settings) -> tuple[str, str]:
     suffix = uuid.uuid4().hex[:10]
-    data, checkpoints = f"test.ingest.{suffix}", f"test.ingest.checkpoints.{suffix}"
+    data, checkpoints = f"test.{suffix}.data", f"test.{suffix}.sfe.ingest.checkpoints"
     admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
     futures = admin.create_topics(
         [NewTopic(data, 3, 1), NewTopic(checkpoints, 1, 1, config={"cleanup.policy": "compact"})]
@@ -34,6 +35,10 @@ def topics(stack: Settings) -> tuple[str, str]:
     for future in futures.values():
         future.result(timeout=30)
     return data, checkpoints
+
+
+def codec_for(checkpoint_topic: str) -> Codec:
+    return Codec(topic_prefix=checkpoint_topic.removesuffix("sfe.ingest.checkpoints"))
 
 
 def records(topic: str, start: int, stop: int) -> list[OutboundRecord]:
@@ -45,15 +50,17 @@ def records(topic: str, start: int, stop: int) -> list[OutboundRecord]:
 
 def test_batch_and_checkpoint_commit_together(stack: Settings, topics: tuple[str, str]) -> None:
     data, checkpoint_topic = topics
-    appender = TransactionalAppender(stack.kafka_bootstrap, f"tx-{data}", checkpoint_topic)
+    appender = TransactionalAppender(
+        stack.kafka_bootstrap, f"tx-{data}", checkpoint_topic, codec_for(checkpoint_topic)
+    )
     assert appender.start() == {}
     appender.append(records(data, 0, 50), [Checkpoint("/data/LeadChangeEvent", 50, ("a", "b"))])
     appender.append(records(data, 50, 80), [Checkpoint("/data/LeadChangeEvent", 80, ("c",))])
     appender.close()
 
-    assert load_checkpoints(stack.kafka_bootstrap, checkpoint_topic) == {
-        "/data/LeadChangeEvent": Checkpoint("/data/LeadChangeEvent", 80, ("c",))
-    }
+    assert load_checkpoints(
+        stack.kafka_bootstrap, checkpoint_topic, codec_for(checkpoint_topic)
+    ) == {"/data/LeadChangeEvent": Checkpoint("/data/LeadChangeEvent", 80, ("c",))}
     values = sorted(value for _, value in consume_all(stack, data, 80, isolation="read_committed"))
     assert values == sorted(f"event-{i}".encode() for i in range(80))
 
@@ -80,7 +87,9 @@ def test_killed_mid_transaction_restart_appends_each_event_once(
 ) -> None:
     data, checkpoint_topic = topics
     txid = f"tx-{data}"
-    first = TransactionalAppender(stack.kafka_bootstrap, txid, checkpoint_topic)
+    first = TransactionalAppender(
+        stack.kafka_bootstrap, txid, checkpoint_topic, codec_for(checkpoint_topic)
+    )
     first.start()
     first.append(records(data, 0, 50), [Checkpoint("/data/LeadChangeEvent", 50)])
     first.close()
@@ -98,7 +107,9 @@ def test_killed_mid_transaction_restart_appends_each_event_once(
         crashing.wait()
 
     # The restart fences the dead transaction and resumes from the committed checkpoint.
-    restarted = TransactionalAppender(stack.kafka_bootstrap, txid, checkpoint_topic)
+    restarted = TransactionalAppender(
+        stack.kafka_bootstrap, txid, checkpoint_topic, codec_for(checkpoint_topic)
+    )
     checkpoints = restarted.start()
     assert checkpoints["/data/LeadChangeEvent"].replay_id == 50
     restarted.append(records(data, 50, 90), [Checkpoint("/data/LeadChangeEvent", 90)])

@@ -7,51 +7,12 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
 
 from sfe.settings import Settings
+from tests.kafka_helpers import consume_all, create_topic
 
 pytestmark = pytest.mark.integration
-
-
-def create_topic(settings: Settings, name: str, partitions: int = 1, **config: str) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config)])
-    futures[name].result(timeout=30)
-
-
-def consume_all(
-    settings: Settings,
-    topic: str,
-    expected: int,
-    isolation: str = "read_uncommitted",
-    timeout: float = 30.0,
-) -> list[tuple[bytes | None, bytes | None]]:
-    """Read a topic from the beginning until ``expected`` records arrive or the time is up."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-        }
-    )
-    consumer.subscribe([topic])
-    records: list[tuple[bytes | None, bytes | None]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and len(records) < expected:
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error():
-                raise KafkaException(message.error())
-            records.append((message.key(), message.value()))
-    finally:
-        consumer.close()
-    return records
 
 
 def test_confluent_kafka_round_trip_keeps_per_key_order(stack: Settings, topic_name: str) -> None:
