@@ -41,7 +41,7 @@ test: migrate tools ## Set everything up and run the whole test suite
 lint: $(INSTALLED) ## Ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy sfe streams agents projections ml schema_registry
+	$(BIN)/mypy sfe streams agents projections ml schema_registry simulator
 
 format: $(INSTALLED) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
