@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     sf_username: str = "integration@sfe.local"
     sf_password: SecretStr | None = None
     sf_private_key_file: Path | None = None
+    # The JWT key itself (PEM) when it comes from the environment rather than a file.
+    sf_private_key: SecretStr | None = None
+    sf_jwt_audience: str | None = None
     sf_ca_bundle: Path | None = None
     sf_call_options_client: str = "sfe-pipeline"
     # Id of the integration user: CDC events it committed are our own writes echoed back.

@@ -136,7 +136,7 @@ def load(
 
     settings = _settings(ctx)
     config = auth_config(settings)
-    if config.password is None and config.private_key_file is None:
+    if config.password is None and config.private_key_file is None and not config.private_key:
         config = replace(config, password=config_from(settings).password,
                          client_secret=config.client_secret or config_from(settings).app.client_secret)  # fmt: skip
     if config.ca_bundle is None:

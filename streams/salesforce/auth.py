@@ -10,7 +10,7 @@ the simulator's URL locally; the JWT ``aud`` is the login URL, as Salesforce exp
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,17 @@ class SalesforceAuthConfig:
     client_id: str
     username: str
     api_version: str = "62.0"
-    client_secret: str | None = None
-    password: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
     private_key_file: Path | None = None
-    refresh_token: str | None = None
+    #: The JWT signing key itself (PEM), e.g. from an environment variable or a vault.
+    private_key: str | None = field(default=None, repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
     ca_bundle: Path | None = None
     call_options_client: str | None = None
+    #: The JWT ``aud`` claim: the login URL unless set (a real org wants
+    #: https://login.salesforce.com, or https://test.salesforce.com for a sandbox).
+    jwt_audience: str | None = None
 
     @property
     def token_url(self) -> str:
@@ -45,7 +50,7 @@ class SalesforceAuthConfig:
     @property
     def flow(self) -> str:
         """The grant this configuration uses: ``jwt``, ``refresh_token`` or ``password``."""
-        if self.private_key_file is not None:
+        if self.private_key_file is not None or self.private_key:
             return "jwt"
         if self.refresh_token:
             return "refresh_token"
@@ -65,14 +70,19 @@ class Credentials:
 
 def jwt_assertion(config: SalesforceAuthConfig, lifetime_seconds: int = 180) -> str:
     """A signed RS256 assertion for the JWT bearer grant."""
-    assert config.private_key_file is not None
+    if config.private_key:
+        key = config.private_key.encode()
+    elif config.private_key_file is not None:
+        key = config.private_key_file.read_bytes()
+    else:
+        raise LoginFailed("invalid_config", "the JWT bearer flow needs a private key")
     claims = {
         "iss": config.client_id,
         "sub": config.username,
-        "aud": config.login_url.rstrip("/"),
+        "aud": (config.jwt_audience or config.login_url).rstrip("/"),
         "exp": int(time.time()) + lifetime_seconds,
     }
-    return jwt.encode(claims, config.private_key_file.read_bytes(), algorithm="RS256")
+    return jwt.encode(claims, key, algorithm="RS256")
 
 
 def token_request(config: SalesforceAuthConfig) -> dict[str, Any]:

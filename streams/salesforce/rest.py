@@ -31,6 +31,8 @@ def auth_config(settings: Settings, refresh_token: str | None = None) -> Salesfo
         else None,
         password=settings.sf_password.get_secret_value() if settings.sf_password else None,
         private_key_file=settings.sf_private_key_file,
+        private_key=settings.sf_private_key.get_secret_value() if settings.sf_private_key else None,
+        jwt_audience=settings.sf_jwt_audience,
         refresh_token=refresh_token,
         ca_bundle=settings.sf_ca_bundle,
         call_options_client=settings.sf_call_options_client,

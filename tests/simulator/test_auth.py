@@ -159,6 +159,23 @@ def test_project_client_jwt_and_refresh_flows(sim: RunningSimulator) -> None:
     assert jwt_login.instance_url == sim.url
 
 
+def test_jwt_key_from_the_environment_and_secrets_not_in_repr(
+    sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sfe.settings import load_settings
+    from streams.salesforce.rest import auth_config as settings_auth_config
+
+    assert sim.state.jwt_key_file is not None
+    pem = sim.state.jwt_key_file.read_text()
+    monkeypatch.setenv("SFE_SF_PRIVATE_KEY", pem)
+    monkeypatch.setenv("SFE_SF_LOGIN_URL", sim.url)
+    monkeypatch.setenv("SFE_SF_CA_BUNDLE", str(sim.state.tls_files.ca_cert))
+    config = settings_auth_config(load_settings())
+    assert config.flow == "jwt" and config.private_key_file is None
+    assert "PRIVATE KEY" not in repr(config)
+    assert login(config, session_for(sim)).instance_url == sim.url
+
+
 def test_client_credentials(sim: RunningSimulator) -> None:
     answer = session_for(sim).post(
         sim.url + "/services/oauth2/token",
