@@ -27,6 +27,10 @@ def stack(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def topic_name() -> Iterator[str]:
-    """A fresh, unique topic name per test."""
-    yield f"test.{uuid.uuid4().hex[:12]}"
+def topic_name(settings: Settings) -> Iterator[str]:
+    """A fresh, unique topic name per test, deleted afterwards."""
+    from tests.kafka_helpers import delete_topics_with_prefix
+
+    name = f"test.{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_topics_with_prefix(settings, name)

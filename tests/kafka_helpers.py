@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -63,3 +65,30 @@ def consume_records(
     finally:
         consumer.close()
     return records
+
+
+def delete_topics_with_prefix(settings: Settings, prefix: str) -> None:
+    """Delete every topic whose name starts with ``prefix`` (a test's own topics).
+
+    A broker keeps file handles open per partition; tests that each create the whole
+    catalogue must give their topics back, or a long run exhausts the broker's limit.
+    """
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    names = [name for name in admin.list_topics(timeout=30).topics if name.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result(timeout=60)
+
+
+@contextmanager
+def catalogue_topics(settings: Settings, namespace: str = "test") -> Iterator[str]:
+    """Every catalogue topic under a fresh prefix (as `sfe topics ensure --prefix`), deleted afterwards."""
+    from streams.topic_admin import TopicAdmin
+    from streams.topics import catalogue
+
+    prefix = f"{namespace}.{uuid.uuid4().hex[:8]}."
+    TopicAdmin(settings.kafka_bootstrap).ensure(catalogue(prefix))
+    try:
+        yield prefix
+    finally:
+        delete_topics_with_prefix(settings, prefix)

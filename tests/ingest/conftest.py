@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from sfe.settings import Settings
-from streams.topic_admin import TopicAdmin
-from streams.topics import catalogue
+from tests.kafka_helpers import catalogue_topics
 
 
 @pytest.fixture
-def prefix(stack: Settings) -> str:
-    """A fresh topic prefix with the whole catalogue created under it (``sfe topics ensure``)."""
-    prefix = f"test.{uuid.uuid4().hex[:8]}."
-    TopicAdmin(stack.kafka_bootstrap).ensure(catalogue(prefix))
-    return prefix
+def prefix(stack: Settings) -> Iterator[str]:
+    """A fresh topic prefix with the whole catalogue under it, deleted after the test."""
+    with catalogue_topics(stack) as prefix:
+        yield prefix

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -19,13 +20,13 @@ from streams.ingest.appender import (
     TransactionalAppender,
     load_checkpoints,
 )
-from tests.kafka_helpers import consume_all
+from tests.kafka_helpers import consume_all, delete_topics_with_prefix
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def topics(stack: Settings) -> tuple[str, str]:
+def topics(stack: Settings) -> Iterator[tuple[str, str]]:
     suffix = uuid.uuid4().hex[:10]
     data, checkpoints = f"test.{suffix}.data", f"test.{suffix}.sfe.ingest.checkpoints"
     admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
@@ -34,7 +35,8 @@ def topics(stack: Settings) -> tuple[str, str]:
     )
     for future in futures.values():
         future.result(timeout=30)
-    return data, checkpoints
+    yield data, checkpoints
+    delete_topics_with_prefix(stack, f"test.{suffix}.")
 
 
 def codec_for(checkpoint_topic: str) -> Codec:

@@ -28,7 +28,7 @@ from schema_registry.codec import Codec
 from sfe.settings import Settings
 from streams.salesforce.auth import SalesforceAuthConfig
 from streams.salesforce.rest import connect, http_session
-from tests.kafka_helpers import consume_records
+from tests.kafka_helpers import consume_records, delete_topics_with_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +77,7 @@ def environment(stack: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
     finally:
         simulator.send_signal(signal.SIGTERM)
         simulator.wait(30)
+        delete_topics_with_prefix(stack, env["SFE_TOPIC_PREFIX"])
 
 
 def start_ingest(env: dict[str, str]) -> subprocess.Popen[bytes]:

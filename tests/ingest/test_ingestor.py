@@ -143,10 +143,11 @@ async def test_gap_and_overflow_publish_snapshots(stack: Settings, prefix: str) 
     events = read_events(stack, prefix, "sf.cdc.Lead", 5)
     snapshots = [event for event in events if event.is_snapshot]
     assert len(events) == 5 and len(snapshots) == 3
-    by_record = {(event.subject, event.causation_id is not None): event for event in snapshots}
-    first_read = snapshots[0]
-    assert first_read.subject == "00Q000000000000007"
-    assert first_read.fields["Name.LastName"] == "Byron" and "attributes" not in first_read.fields
-    deleted = [event for event in snapshots if event.subject == "00Q000000000000008"]
-    assert deleted and deleted[0].header.change_type == "DELETE"
-    assert by_record
+    gap = next(event for event in events if event.header.change_type == "GAP_UPDATE")
+    (reread,) = [event for event in snapshots if event.causation_id == gap.id]
+    assert reread.subject == "00Q000000000000007"
+    assert reread.fields["Name.LastName"] == "Byron" and "attributes" not in reread.fields
+    overflow = next(event for event in events if event.header.change_type == "GAP_OVERFLOW")
+    reconciled = {event.subject: event for event in snapshots if event.causation_id == overflow.id}
+    assert set(reconciled) == {"00Q000000000000007", "00Q000000000000008"}
+    assert reconciled["00Q000000000000008"].header.change_type == "DELETE"

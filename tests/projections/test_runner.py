@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from projections.runner import ProjectionRunner, stored_positions
 from sfe.settings import Settings
+from tests.kafka_helpers import delete_topics_with_prefix
 from tests.projections.support import RecordingProjection
 
 pytestmark = pytest.mark.integration
@@ -42,6 +43,7 @@ def projection(stack: Settings, engine: Engine) -> Iterator[RecordingProjection]
         connection.execute(
             text("DELETE FROM projection_offsets WHERE projection = :p"), {"p": projection.name}
         )
+    delete_topics_with_prefix(stack, topic)
 
 
 def produce(stack: Settings, topic: str, values: list[str]) -> None:
