@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from ml import cli as ml_cli
+from projections import cli as projection_cli
 from sfe import __version__
 from sfe import db as database
 from sfe import stack as local_stack
@@ -141,6 +142,8 @@ main.add_command(ingress_command)
 main.add_command(backfill_command)
 main.add_command(ml_cli.train)
 main.add_command(ml_cli.models)
+main.add_command(projection_cli.projection)
+main.add_command(projection_cli.replay)
 
 
 if __name__ == "__main__":

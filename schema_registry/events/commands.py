@@ -118,13 +118,15 @@ class CommandExecuted(Event):
 
     Version 2 replaced v1's ``succeeded``/``error`` pair by ``outcome`` and the list of
     Salesforce errors; :func:`schema_registry.upcasters.upcast_command_results_v1_v2`
-    reads v1 records into this shape.
+    reads v1 records into this shape. Version 3 added ``operation`` (what the command
+    did: ``UPDATE`` or ``CREATE`` for a Salesforce write), null in older records.
     """
 
-    schema_version = 2
+    schema_version = 3
 
     command_type: str
     target: str
     outcome: CommandOutcome
     errors: tuple[SalesforceError, ...] = ()
     salesforce_id: str | None = None
+    operation: str | None = None
