@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
@@ -77,4 +78,44 @@ projection_offsets = Table(
     Column("offset", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("projection", "topic", "partition", name="projection_offsets_pkey"),
+)
+
+# The Salesforce sink's memory (migration 0002): field values it wrote, commands it
+# handled, and the outbox of result events it has still to publish.
+salesforce_field_values = Table(
+    "salesforce_field_values",
+    metadata,
+    Column("sink", String(100), nullable=False),
+    Column("sobject", String(80), nullable=False),
+    Column("record_id", String(18), nullable=False),
+    Column("field", String(255), nullable=False),
+    Column("value", JSONB(none_as_null=False)),
+    Column("command_id", String(EVENT_ID_LENGTH), nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint(
+        "sink", "sobject", "record_id", "field", name="salesforce_field_values_pkey"
+    ),
+)
+
+salesforce_commands = Table(
+    "salesforce_commands",
+    metadata,
+    Column("sink", String(100), nullable=False),
+    Column("command_id", String(EVENT_ID_LENGTH), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("salesforce_id", String(18)),
+    Column("errors", JSONB, nullable=False),
+    Column("handled_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("sink", "command_id", name="salesforce_commands_pkey"),
+)
+
+salesforce_outbox = Table(
+    "salesforce_outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("sink", String(100), nullable=False, index=True),
+    Column("topic", String(249), nullable=False),
+    Column("key", LargeBinary),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False),
 )

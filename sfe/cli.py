@@ -11,6 +11,7 @@ import click
 
 from ml import cli as ml_cli
 from projections import cli as projection_cli
+from projections.sink_cli import sink as sink_group
 from sfe import __version__
 from sfe import db as database
 from sfe import stack as local_stack
@@ -144,6 +145,7 @@ main.add_command(ml_cli.train)
 main.add_command(ml_cli.models)
 main.add_command(projection_cli.projection)
 main.add_command(projection_cli.replay)
+main.add_command(sink_group)
 
 
 if __name__ == "__main__":

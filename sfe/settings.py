@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     sim_daily_api_limit: int = Field(default=100_000, ge=1)
     sim_event_retention_seconds: float = Field(default=72 * 3600.0, gt=0)
 
+    # The Salesforce sink (`sfe sink salesforce`): its memory namespace in PostgreSQL, the
+    # commands per batch, and the API budget it leaves to others (`Sforce-Limit-Info`).
+    sink_name: str = Field(default="salesforce", pattern=r"^[A-Za-z0-9._-]+$", max_length=100)
+    sink_batch_size: int = Field(default=2000, ge=1, le=50_000)
+    sink_api_reserve: int = Field(default=5000, ge=0)
+    sink_slowdown_window: int = Field(default=5000, ge=0)
+    sink_max_delay_seconds: float = Field(default=2.0, ge=0)
+    sink_budget_probe_seconds: float = Field(default=60.0, gt=0)
+
     # Model registry: ONNX files, manifests and evaluation reports (default: <state_dir>/models).
     model_dir: Path | None = None
 

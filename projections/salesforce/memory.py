@@ -1,0 +1,126 @@
+"""The Salesforce sink's memory in PostgreSQL, and the outbox of its result events.
+
+Per sink instance (``sink``, so that environments and tests sharing a database never
+see each other's memory): ``salesforce_field_values`` holds the value last written
+to each (object, record, field), ``salesforce_commands`` every command handled with
+its outcome, and ``salesforce_outbox`` the encoded result and dead-letter events of
+batches whose transaction committed. All three are written in the transaction that
+also stores the consumed positions; :func:`publish_outbox` then produces the staged
+events, waits for the broker to acknowledge them and only then deletes them.
+
+The memory records what the sink wrote, not what Salesforce holds now: a person
+changing an AI field by hand is not seen here (``sfe reconcile`` finds such drift).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from sqlalchemy import Connection, Engine, delete, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+
+from projections.tables import salesforce_commands, salesforce_field_values, salesforce_outbox
+from schema_registry.events import CommandOutcome, SalesforceError, SalesforceWriteRequested
+
+#: A handled command: its outcome, Salesforce's errors and the record id it concerned.
+Handled = tuple[CommandOutcome, tuple[SalesforceError, ...], str | None]
+
+
+class OutboxNotDelivered(Exception):
+    """Staged events could not be published; they stay in the outbox for the next try."""
+
+
+def handled(connection: Connection, sink: str, command_ids: Sequence[str]) -> dict[str, Handled]:
+    """The commands of ``command_ids`` that ``sink`` has handled before."""
+    t = salesforce_commands
+    rows = connection.execute(
+        select(t.c.command_id, t.c.outcome, t.c.errors, t.c.salesforce_id).where(
+            t.c.sink == sink, t.c.command_id.in_(command_ids)
+        )
+    )
+    return {
+        command_id: (
+            CommandOutcome(outcome),
+            tuple(SalesforceError(**{**e, "fields": tuple(e["fields"])}) for e in errors),
+            salesforce_id,
+        )
+        for command_id, outcome, errors, salesforce_id in rows
+    }
+
+
+def remembered(
+    connection: Connection, sink: str, commands: Sequence[SalesforceWriteRequested]
+) -> dict[tuple[str, str, str], Any]:
+    """The values ``sink`` last wrote to the records ``commands`` target."""
+    targets = {(c.sobject, c.record_id) for c in commands if c.record_id}
+    if not targets:
+        return {}
+    t = salesforce_field_values
+    rows = connection.execute(
+        select(t.c.sobject, t.c.record_id, t.c.field, t.c.value).where(
+            t.c.sink == sink, tuple_(t.c.sobject, t.c.record_id).in_(sorted(targets))
+        )
+    )
+    return {(sobject, record_id, name): value for sobject, record_id, name, value in rows}
+
+
+def store(
+    connection: Connection,
+    values: Sequence[dict[str, Any]],
+    outcomes: Sequence[dict[str, Any]],
+    outbox: Sequence[dict[str, Any]],
+) -> None:
+    """Remember written values and handled commands, and stage events (caller's transaction)."""
+    if values:
+        statement = insert(salesforce_field_values).values(list(values))
+        connection.execute(
+            statement.on_conflict_do_update(
+                constraint="salesforce_field_values_pkey",
+                set_={
+                    "value": statement.excluded.value,
+                    "command_id": statement.excluded.command_id,
+                    "written_at": statement.excluded.written_at,
+                },
+            )
+        )
+    if outcomes:
+        connection.execute(
+            insert(salesforce_commands).values(list(outcomes)).on_conflict_do_nothing()
+        )
+    if outbox:
+        connection.execute(insert(salesforce_outbox).values(list(outbox)))
+
+
+def publish_outbox(engine: Engine, producer: Producer, sink: str) -> int:
+    """Publish ``sink``'s staged events, wait for the broker, then delete them; how many."""
+    t = salesforce_outbox
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
+            .where(t.c.sink == sink)
+            .order_by(t.c.id)
+        ).all()
+    if not rows:
+        return 0
+    failures: list[str] = []
+
+    def delivered(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            failures.append(f"{message.topic()}: {error}")
+
+    for _, topic, key, value, headers in rows:
+        producer.produce(
+            topic,
+            value,
+            key,
+            headers=[(name, bytes.fromhex(raw)) for name, raw in headers],
+            on_delivery=delivered,
+        )
+        producer.poll(0)
+    if producer.flush(30) != 0 or failures:
+        raise OutboxNotDelivered(f"{sink}: {failures or 'flush timed out'}; kept in the outbox")
+    with engine.begin() as connection:
+        connection.execute(delete(t).where(t.c.sink == sink, t.c.id <= rows[-1][0]))
+    return len(rows)

@@ -1,0 +1,268 @@
+"""The frugal Salesforce sink: ``commands.salesforce`` into the org, exactly once in effect.
+
+Each batch the :class:`~projections.runner.ProjectionRunner` consumes is decoded,
+planned (:mod:`projections.salesforce.plan`) against what the sink remembers in
+PostgreSQL (:mod:`projections.salesforce.memory`), and only the fields whose target does not already hold the value are
+written, through sObject Collections (:mod:`projections.salesforce.writer`). After
+Salesforce answered, one transaction stores the values written, the handled command
+ids with their outcomes, one ``CommandExecuted`` per command (and a dead letter per
+permanent failure) in an outbox, and the consumed positions. The outbox is then
+published to ``command.results`` and ``dlq.salesforce`` and emptied; a crash between
+the two leaves the events in the outbox for the next start, under the same ids.
+
+A command seen before is answered from memory without a call: ``ALREADY_APPLIED``
+(or its original rejection) under the id ``derived_event_id(command, sink,
+"result:repeat")``; a first execution's result has the purpose ``"result"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Message, Producer
+from simple_salesforce.exceptions import SalesforceError as ClientError
+from sqlalchemy import Connection, Engine
+
+from projections.runner import ProjectionRunner
+from projections.salesforce import memory
+from projections.salesforce.plan import Group, plan
+from projections.salesforce.writer import CollectionsWriter, RecordResult, SinkInterrupted
+from schema_registry.codec import Codec
+from schema_registry.dead_letters import coordinates, dead_letter
+from schema_registry.errors import UndecodableEvent
+from schema_registry.events import (
+    CommandExecuted,
+    CommandOutcome,
+    Event,
+    SalesforceError,
+    SalesforceOperation,
+    SalesforceWriteRequested,
+)
+from schema_registry.ids import derived_event_id
+from schema_registry.wire import ReadHeaders
+from sfe import metrics
+
+log = logging.getLogger(__name__)
+
+AGENT = "projections.salesforce_sink"
+COMMANDS, RESULTS, DLQ = "commands.salesforce", "command.results", "dlq.salesforce"
+
+
+class PermanentFailure(Exception):
+    """Why a command went to ``dlq.salesforce`` (Salesforce's errors, or the sink's rules)."""
+
+
+def _headers(message: Message) -> ReadHeaders:
+    raw = message.headers() or []
+    return list(raw.items()) if isinstance(raw, dict) else list(raw)
+
+
+def result_event(
+    command: SalesforceWriteRequested,
+    outcome: CommandOutcome,
+    errors: Sequence[SalesforceError] = (),
+    salesforce_id: str | None = None,
+    purpose: str = "result",
+) -> CommandExecuted:
+    """The ``CommandExecuted`` reporting ``outcome`` for ``command``."""
+    return CommandExecuted(
+        id=derived_event_id(command.id, AGENT, purpose),
+        source=AGENT,
+        subject=command.subject,
+        time=datetime.now(UTC),
+        causation_id=command.id,
+        correlation_id=command.correlation_id or command.id,
+        command_type=command.type,
+        target=f"{command.sobject}/{command.record_id or 'new'}",
+        outcome=outcome,
+        errors=tuple(errors),
+        salesforce_id=salesforce_id,
+        operation=command.operation.value,
+    )
+
+
+class SalesforceSink:
+    """A :class:`~projections.runner.Projection` whose effect is Salesforce writes."""
+
+    def __init__(self, name: str, codec: Codec, writer: CollectionsWriter) -> None:
+        self.name = name
+        self.codec = codec
+        self.writer = writer
+        self.prefix = codec.topic_prefix
+        self.topics: Sequence[str] = [self.prefix + COMMANDS]
+        self._outbox: list[dict[str, Any]] = []
+
+    def project(self, connection: Connection, messages: Sequence[Message]) -> None:
+        """Apply ``messages``' commands and stage their results (inside the runner's transaction)."""
+        self._outbox = []
+        sources: dict[str, Message] = {}
+        commands: list[SalesforceWriteRequested] = []
+        for message in messages:
+            try:
+                event = self.codec.decode(str(message.topic()), message.value(), _headers(message))
+            except UndecodableEvent as exc:
+                self._dead_letter(message, exc)
+                continue
+            if not isinstance(event, SalesforceWriteRequested):  # the catalogue forbids it
+                self._dead_letter(message, PermanentFailure(f"not a command: {event.type}"))
+                continue
+            commands.append(event)
+            sources[event.id] = message
+        handled = memory.handled(connection, self.name, [c.id for c in commands])
+        batch = plan(commands, handled, memory.remembered(connection, self.name, commands))
+        log.debug(
+            "batch of %d commands: %d field writes in %d groups, %d repeats, %d current",
+            len(commands),
+            batch.writes,
+            len(batch.groups),
+            len(batch.repeats),
+            len(batch.current),
+        )
+        outcomes: list[dict[str, Any]] = []
+        for command in batch.repeats:
+            outcome, errors, sf_id = handled[command.id]
+            if outcome != CommandOutcome.REJECTED:
+                outcome = CommandOutcome.ALREADY_APPLIED
+            self._stage(result_event(command, outcome, errors, sf_id, "result:repeat"))
+        for rejection in batch.rejected:
+            self._finish(outcomes, rejection.command, CommandOutcome.REJECTED, (rejection.error,))
+            self._dead_letter(
+                sources[rejection.command.id], PermanentFailure(rejection.error.message)
+            )
+        for command in batch.current:
+            self._finish(outcomes, command, CommandOutcome.ALREADY_APPLIED, (), command.record_id)
+        values: list[dict[str, Any]] = []
+        for group in batch.groups:
+            for record, result in zip(group.records, self._write(group), strict=True):
+                for command in record.commands:
+                    if result.success:
+                        self._finish(
+                            outcomes, command, CommandOutcome.APPLIED, (), result.record_id
+                        )
+                        metrics.PROCESSING_LATENCY.labels(stage="salesforce_applied").observe(
+                            (datetime.now(UTC) - command.time).total_seconds()
+                        )
+                    else:
+                        self._finish(outcomes, command, CommandOutcome.REJECTED, result.errors)
+                        reason = "; ".join(f"{e.status_code}: {e.message}" for e in result.errors)
+                        self._dead_letter(sources[command.id], PermanentFailure(reason))
+                if result.success and group.operation is SalesforceOperation.UPDATE:
+                    values.extend(
+                        {
+                            "sink": self.name,
+                            "sobject": group.sobject,
+                            "record_id": record.record_id,
+                            "field": name,
+                            "value": value,
+                            "command_id": record.commands[-1].id,
+                        }
+                        for name, value in record.values.items()
+                    )
+        memory.store(connection, values, outcomes, self._outbox)
+
+    def _write(self, group: Group) -> list[RecordResult]:
+        if group.operation is SalesforceOperation.CREATE:
+            rows = [dict(record.values) for record in group.records]
+            call = self.writer.create
+        else:
+            rows = [{"Id": record.record_id, **record.values} for record in group.records]
+            call = self.writer.update
+        try:
+            return call(rows, group.sobject)
+        except ClientError as exc:
+            if exc.status not in (400, 404):  # auth or org trouble: not the commands' fault
+                raise
+            # The request itself was refused (unknown object or field, malformed values).
+            content: list[Any] = exc.content if isinstance(exc.content, list) else []
+            errors = tuple(
+                SalesforceError(
+                    status_code=str(e.get("errorCode", exc.status)),
+                    message=str(e.get("message", "")),
+                    fields=tuple(e.get("fields") or ()),
+                )
+                for e in content
+                if isinstance(e, dict)
+            ) or (SalesforceError(status_code=str(exc.status), message=str(exc)),)
+            return [RecordResult(False, None, errors) for _ in group.records]
+
+    def _finish(
+        self,
+        outcomes: list[dict[str, Any]],
+        command: SalesforceWriteRequested,
+        outcome: CommandOutcome,
+        errors: Sequence[SalesforceError],
+        salesforce_id: str | None = None,
+    ) -> None:
+        outcomes.append(
+            {
+                "sink": self.name,
+                "command_id": command.id,
+                "outcome": outcome.value,
+                "salesforce_id": salesforce_id,
+                "errors": [asdict(e) for e in errors],
+            }
+        )
+        self._stage(result_event(command, outcome, errors, salesforce_id))
+
+    def _stage(self, event: Event, topic: str = RESULTS, key: bytes | None = None) -> None:
+        encoded = self.codec.encode(self.prefix + topic, event)
+        self._outbox.append(
+            {
+                "sink": self.name,
+                "topic": self.prefix + topic,
+                "key": key if key is not None else event.subject.encode(),
+                "value": encoded.value,
+                "headers": [[name, value.hex()] for name, value in encoded.headers],
+            }
+        )
+
+    def _dead_letter(self, message: Message, error: Exception) -> None:
+        _, timestamp = message.timestamp()
+        letter = dead_letter(
+            consumer=AGENT,
+            topic=str(message.topic()),
+            partition=int(message.partition() or 0),
+            offset=int(message.offset() or 0),
+            key=message.key(),
+            value=message.value(),
+            headers=_headers(message),
+            error=error,
+            time=datetime.fromtimestamp(timestamp / 1000, UTC),
+        )
+        metrics.DEAD_LETTERS.labels(topic=self.prefix + DLQ, reason=letter.error_type).inc()
+        where = coordinates(
+            letter.original_topic, letter.original_partition, letter.original_offset
+        )
+        log.warning("dead letter %s (id %s): %s", where, letter.id, letter.reason)
+        self._stage(letter, DLQ, message.key())
+
+
+def run_sink(
+    runner: ProjectionRunner,
+    sink: SalesforceSink,
+    engine: Engine,
+    producer: Producer,
+    stop: threading.Event,
+) -> None:
+    """Apply batches and publish their results until ``stop`` is set.
+
+    While the API budget is at the reserve no batch is consumed, so no database
+    transaction stays open; the commands wait in Kafka. A stop while the writer waits
+    (budget, backoff) abandons the batch in hand uncommitted; the next start consumes
+    it again from the stored positions.
+    """
+    memory.publish_outbox(engine, producer, sink.name)
+    while not stop.is_set():
+        try:
+            sink.writer.budget.hold(sink.writer.sf)
+            consumed = runner.process_batch().consumed
+        except SinkInterrupted:
+            log.info("stopped while waiting; the batch in hand is left for the next start")
+            return
+        if consumed:
+            memory.publish_outbox(engine, producer, sink.name)
