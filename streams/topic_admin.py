@@ -107,8 +107,8 @@ class TopicAdmin:
         existing = self.existing()
         missing = [topic for topic in topics if topic.name not in existing]
         created = self._create(missing, replication_factor)
-        if len(created) < len(missing):  # created concurrently by someone else
-            existing = self._listed([topic.name for topic in missing if topic.name not in created])
+        if missing:  # return only once the brokers' metadata lists every topic
+            existing = self._listed([topic.name for topic in missing])
         configs = self.configs(topic.name for topic in topics if topic.name not in created)
         reports = []
         for topic in topics:
