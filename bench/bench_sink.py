@@ -41,17 +41,7 @@ from streams.topics import catalogue
 
 def auth_for(sim: RunningSimulator) -> SalesforceAuthConfig:
     """Password-flow login to the in-process simulator."""
-    config = sim.state.config
-    return SalesforceAuthConfig(
-        login_url=sim.url,
-        client_id=config.app.client_id,
-        client_secret=config.app.client_secret,
-        username=config.username,
-        password=config.password,
-        api_version=config.api_version,
-        ca_bundle=sim.state.tls_files.ca_cert,
-        call_options_client="sfe-pipeline",
-    )
+    return sim.client_config()
 
 
 def commands_for(leads: list[str], fields_per_command: int) -> list[SalesforceWriteRequested]:

@@ -30,6 +30,7 @@ from simulator.http import (
 from simulator.http.common import STATE
 from simulator.http.middleware import salesforce_api
 from simulator.state import Simulator, build
+from streams.salesforce.auth import SalesforceAuthConfig
 
 
 def make_app(state: Simulator) -> web.Application:
@@ -73,6 +74,20 @@ class RunningSimulator:
     def url(self) -> str:
         """The instance URL."""
         return self.state.config.base_url
+
+    def client_config(self, call_options_client: str = "sfe-pipeline") -> SalesforceAuthConfig:
+        """The project's password-flow login to this simulator, trusting its CA."""
+        config = self.state.config
+        return SalesforceAuthConfig(
+            login_url=self.url,
+            client_id=config.app.client_id,
+            client_secret=config.app.client_secret,
+            username=config.username,
+            password=config.password,
+            api_version=config.api_version,
+            ca_bundle=self.state.tls_files.ca_cert,
+            call_options_client=call_options_client,
+        )
 
     def call(self, function: object, *args: object) -> object:
         """Run ``function(*args)`` on the server's loop and return its result."""

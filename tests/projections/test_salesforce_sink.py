@@ -76,17 +76,8 @@ def engine(stack: Settings) -> Iterator[Engine]:
 
 
 def auth_for(sim: RunningSimulator) -> SalesforceAuthConfig:
-    config = sim.state.config
-    return SalesforceAuthConfig(
-        login_url=sim.url,
-        client_id=config.app.client_id,
-        client_secret=config.app.client_secret,
-        username=config.username,
-        password=config.password,
-        api_version=config.api_version,
-        ca_bundle=sim.state.tls_files.ca_cert,
-        call_options_client="sfe-pipeline",
-    )
+    """Password-flow login to the in-process simulator."""
+    return sim.client_config()
 
 
 def create_leads(sf: Salesforce, count: int) -> list[str]:
