@@ -11,7 +11,7 @@ one batched ONNX call. The same :class:`Explanation` fills ``AI_Reasoning__c`` a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -41,10 +41,8 @@ class Factor:
 
     def describe(self) -> str:
         """One line, e.g. ``usage_trend_30d = -0.42 (typical 0.01) increases it by 0.12``."""
-        value = "missing" if self.value is None else _format(self.value)
-        return (
-            f"{self.feature} = {value} (typical {_format(self.baseline)}) "
-            f"{self.direction} it by {abs(self.contribution):.3f}"
+        return describe_factor(
+            self.feature, self.value, format_value(self.baseline), self.contribution
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,10 +56,34 @@ class Factor:
         }
 
 
-def _format(value: float | str | None) -> str:
+def format_value(value: float | str | None) -> str:
+    """A value as factor descriptions show it: floats to four significant digits."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def describe_factor(
+    feature: str, value: float | str | None, typical: str, contribution: float
+) -> str:
+    """:meth:`Factor.describe` from its parts, ``typical`` being the formatted baseline."""
+    if value is None:
+        shown = "missing"
+    elif isinstance(value, float):
+        shown = f"{value:.4g}"
+    else:
+        shown = str(value)
+    direction = "increases" if contribution > 0 else "decreases"
+    return f"{feature} = {shown} (typical {typical}) {direction} it by {abs(contribution):.3f}"
+
+
+def reasoning_text(
+    model_name: str, model_version: int, probability: float, descriptions: Sequence[str]
+) -> str:
+    """:meth:`Explanation.reasoning` from the factors' descriptions."""
+    lines = [f"{model_name} v{model_version}: probability {probability:.1%}"]
+    lines.extend(f"- {description}" for description in descriptions)
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -75,9 +97,12 @@ class Explanation:
 
     def reasoning(self) -> str:
         """Plain text for ``AI_Reasoning__c`` / ``Risk_Factors__c``."""
-        lines = [f"{self.model_name} v{self.model_version}: probability {self.probability:.1%}"]
-        lines.extend(f"- {factor.describe()}" for factor in self.factors)
-        return "\n".join(lines)
+        return reasoning_text(
+            self.model_name,
+            self.model_version,
+            self.probability,
+            [factor.describe() for factor in self.factors],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -89,10 +114,9 @@ class Explanation:
         }
 
 
-def _occluded_feeds(model: LoadedModel, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def _occluded_feeds(model: LoadedModel, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each row followed by one copy per feature with that feature at its baseline."""
     width = len(model.features.features) + 1
-    feeds = model.features.feeds(frame)
     for j, feature in enumerate(model.features.features):
         column = np.repeat(feeds[feature.name], width, axis=0)
         column[j + 1 :: width] = model.manifest.baseline[feature.name]
@@ -107,34 +131,97 @@ def _value(raw: Any, kind: FeatureType) -> float | str | None:
     return str(raw)
 
 
-def explain_frame(model: LoadedModel, frame: pd.DataFrame, top: int = 5) -> list[Explanation]:
-    """Explanations of every row of a cleaned feature frame (batched ONNX calls)."""
+def factor_values(column: np.ndarray, kind: FeatureType) -> list[float | str | None]:
+    """Every value of a cleaned column as a :class:`Factor` shows it (floats or text).
+
+    Numbers become floats (``None`` if missing) and categories text: for the columns of
+    :meth:`FeatureSet.columns` (float32 or str) these are also their JSON-ready values.
+    """
+    if kind is FeatureType.NUMERIC:
+        numbers = [float(raw) for raw in column.tolist()]
+        return [None if math.isnan(number) else number for number in numbers]
+    return [str(raw) for raw in column.tolist()]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Occlusion results of many rows as plain lists, from which explanations are built."""
+
+    #: Per row, the model's probability.
+    probabilities: list[float]
+    #: Per row, each feature's contribution (in the feature set's order).
+    contributions: list[list[float]]
+    #: Per row, the indices of the top features by absolute contribution, largest first
+    #: (ties in feature order), those contributing exactly zero left out.
+    top: list[list[int]]
+
+
+def attribute(
+    model: LoadedModel, columns: Mapping[str, np.ndarray], rows: int, top: int = 5
+) -> Attribution:
+    """Occlusion attribution of ``rows`` rows given as one array per feature (batched ONNX calls).
+
+    ``columns`` are the cleaned inputs, as :meth:`FeatureSet.columns` gives them or a
+    frame's columns; scores are computed in chunks of at most ``_CHUNK_ROWS`` ONNX rows.
+    """
     features = model.features.features
     width = len(features) + 1
     rows_per_chunk = max(1, _CHUNK_ROWS // width)
-    explanations: list[Explanation] = []
-    for start in range(0, len(frame), rows_per_chunk):
-        chunk = frame.iloc[start : start + rows_per_chunk]
-        scores = model.run(_occluded_feeds(model, chunk)).reshape(len(chunk), width)
-        contributions = scores[:, :1] - scores[:, 1:]
-        for i in range(len(chunk)):
-            order = np.argsort(-np.abs(contributions[i]), kind="stable")[:top]
-            factors = tuple(
-                Factor(
-                    feature=features[j].name,
-                    value=_value(
-                        chunk.iat[i, chunk.columns.get_loc(features[j].name)], features[j].type
-                    ),
-                    baseline=model.manifest.baseline[features[j].name],
-                    contribution=float(contributions[i, j]),
-                )
-                for j in order
-                if contributions[i, j] != 0.0
+    probabilities: list[float] = []
+    contributions: list[list[float]] = []
+    order: list[list[int]] = []
+    for start in range(0, rows, rows_per_chunk):
+        stop = min(rows, start + rows_per_chunk)
+        feeds = {}
+        for feature in features:
+            dtype: Any = np.float32 if feature.type is FeatureType.NUMERIC else object
+            column = columns[feature.name][start:stop]
+            feeds[feature.name] = column.astype(dtype, copy=False).reshape(-1, 1)
+        scores = model.run(_occluded_feeds(model, feeds)).reshape(stop - start, width)
+        chunk = scores[:, :1] - scores[:, 1:]
+        ranked = np.argsort(-np.abs(chunk), axis=1, kind="stable")[:, :top]
+        nonzero = np.take_along_axis(chunk, ranked, axis=1) != 0.0
+        probabilities.extend(scores[:, 0].tolist())
+        contributions.extend(chunk.tolist())
+        if nonzero.all():
+            order.extend(ranked.tolist())
+        else:
+            order.extend(
+                [j for j, keep in zip(r, k, strict=True) if keep]
+                for r, k in zip(ranked.tolist(), nonzero.tolist(), strict=True)
             )
-            explanations.append(
-                Explanation(model.name, model.version, float(scores[i, 0]), factors)
-            )
-    return explanations
+    return Attribution(probabilities, contributions, order)
+
+
+def explain_columns(
+    model: LoadedModel, columns: Mapping[str, np.ndarray], rows: int, top: int = 5
+) -> list[Explanation]:
+    """Explanations of ``rows`` rows given as one cleaned array per feature."""
+    features = model.features.features
+    kinds = [feature.type for feature in features]
+    baselines = [model.manifest.baseline[feature.name] for feature in features]
+    cells = [columns[feature.name][:rows].tolist() for feature in features]
+    result = attribute(model, columns, rows, top)
+    return [
+        Explanation(
+            model.name,
+            model.version,
+            probability,
+            tuple(
+                Factor(features[j].name, _value(cells[j][i], kinds[j]), baselines[j], row[j])
+                for j in ranked
+            ),
+        )
+        for i, (probability, row, ranked) in enumerate(
+            zip(result.probabilities, result.contributions, result.top, strict=True)
+        )
+    ]
+
+
+def explain_frame(model: LoadedModel, frame: pd.DataFrame, top: int = 5) -> list[Explanation]:
+    """Explanations of every row of a cleaned feature frame (batched ONNX calls)."""
+    columns = {f.name: frame[f.name].to_numpy() for f in model.features.features}
+    return explain_columns(model, columns, len(frame), top)
 
 
 def explain(

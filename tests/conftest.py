@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from sfe import db
 from sfe import stack as local_stack
 from sfe.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from ml.registry import Registry
+    from ml.training.pipeline import TrainResult
+
+#: Rows of synthetic training data for the session's small models.
+SMALL_ROWS = 2500
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +43,29 @@ def topic_name(settings: Settings) -> Iterator[str]:
     name = f"test.{uuid.uuid4().hex[:12]}"
     yield name
     delete_topics_with_prefix(settings, name)
+
+
+@pytest.fixture(scope="session")
+def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of the session's model registry."""
+    return tmp_path_factory.mktemp("registry")
+
+
+@pytest.fixture(scope="session")
+def registry(registry_root: Path) -> Registry:
+    from ml.registry import Registry
+
+    return Registry(registry_root)
+
+
+@pytest.fixture(scope="session")
+def trained(registry: Registry) -> dict[str, TrainResult]:
+    """churn, lead, upsell and win, version 1 of each, promoted (small, trained once)."""
+    from ml.training.estimators import MODEL_KINDS
+    from ml.training.pipeline import synthetic_training_data, train
+    from tests.ml.helpers import SMALL
+
+    return {
+        kind: train(kind, synthetic_training_data(kind, SMALL_ROWS, seed=3), registry, hp=SMALL)
+        for kind in MODEL_KINDS
+    }

@@ -39,10 +39,8 @@ _SEATS = _num(
     "Monthly_Active_Users__c / Licensed_Seats__c",
     0,
     3,
-    derive=lambda r, _d: (
-        None
-        if not r.get("Licensed_Seats__c")
-        else (r.get("Monthly_Active_Users__c") or 0) / r["Licensed_Seats__c"]
+    derive=lambda r, _d: signals.ratio(
+        r.get("Monthly_Active_Users__c"), r.get("Licensed_Seats__c")
     ),
 )
 _TREND = _num(

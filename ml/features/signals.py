@@ -1,15 +1,18 @@
 """Derivations: features computed from Salesforce fields and usage histories.
 
-Each function takes one record (a mapping of Salesforce field names and usage signals)
+Each derivation takes one record (a mapping of Salesforce field names and usage signals)
 and the as-of date, and returns a raw value that the feature's cleaning rules then
 check; ``None`` means *missing*. Training (on synthetic or exported histories) and
 serving call the same functions, so a feature means the same thing on both sides.
+Each reads one field, so each is a :class:`~ml.features.spec.FieldDerivation` (a
+function of that field's value), which batch scoring computes once per distinct value.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.features.spec import Record
+from ml.features.spec import FieldDerivation
 
 OPPORTUNITY_STAGES = (
     "Prospecting",
@@ -51,43 +54,37 @@ def parse_day(value: Any) -> date | None:
     return None
 
 
-def days_until(field: str) -> Any:
+def _days_until(value: Any, as_of: date) -> int | None:
+    day = parse_day(value)
+    return None if day is None else (day - as_of).days
+
+
+def _days_since(value: Any, as_of: date) -> int | None:
+    day = parse_day(value)
+    return None if day is None else (as_of - day).days
+
+
+def _months_since(value: Any, as_of: date) -> float | None:
+    day = parse_day(value)
+    return None if day is None else round((as_of - day).days / 30.44, 1)
+
+
+def days_until(field: str) -> FieldDerivation:
     """A derivation: days from the as-of date to the date in ``field`` (negative if past)."""
-
-    def derive(record: Record, as_of: date) -> int | None:
-        day = parse_day(record.get(field))
-        return None if day is None else (day - as_of).days
-
-    return derive
+    return FieldDerivation(field, _days_until)
 
 
-def days_since(field: str) -> Any:
+def days_since(field: str) -> FieldDerivation:
     """A derivation: days from the date in ``field`` to the as-of date."""
-
-    def derive(record: Record, as_of: date) -> int | None:
-        day = parse_day(record.get(field))
-        return None if day is None else (as_of - day).days
-
-    return derive
+    return FieldDerivation(field, _days_since)
 
 
-def months_since(field: str) -> Any:
+def months_since(field: str) -> FieldDerivation:
     """A derivation: whole months from the date in ``field`` to the as-of date."""
-
-    def derive(record: Record, as_of: date) -> float | None:
-        day = parse_day(record.get(field))
-        return None if day is None else round((as_of - day).days / 30.44, 1)
-
-    return derive
+    return FieldDerivation(field, _months_since)
 
 
-def usage_trend(record: Record, _as_of: date) -> float | None:
-    """Relative change of mean daily active users, last 15 days against the 15 before.
-
-    Reads ``Daily_Active_Users`` (30 daily counts, oldest first). ``-0.4`` means usage
-    fell by 40 %; an account with no usage in either half has trend 0.
-    """
-    series = record.get("Daily_Active_Users")
+def _usage_trend(series: Any, _as_of: date) -> float | None:
     if not isinstance(series, Sequence | np.ndarray) or len(series) < 2:
         return None
     values = np.asarray(series, dtype=np.float64)
@@ -98,12 +95,15 @@ def usage_trend(record: Record, _as_of: date) -> float | None:
     return float(after / before - 1.0)
 
 
-def late_payments(record: Record, as_of: date) -> int | None:
-    """Invoices of the last 90 days paid after their due date or still unpaid when due.
+usage_trend = FieldDerivation("Daily_Active_Users", _usage_trend)
+"""Relative change of mean daily active users, last 15 days against the 15 before.
 
-    Reads ``Payments``: a list of ``{"due": date, "paid": date | None}``.
-    """
-    payments = record.get("Payments")
+Reads ``Daily_Active_Users`` (30 daily counts, oldest first). ``-0.4`` means usage
+fell by 40 %; an account with no usage in either half has trend 0.
+"""
+
+
+def _late_payments(payments: Any, as_of: date) -> int | None:
     if not isinstance(payments, Sequence):
         return None
     late = 0
@@ -116,29 +116,34 @@ def late_payments(record: Record, as_of: date) -> int | None:
     return late
 
 
-def count_items(field: str) -> Any:
-    """A derivation: entries of a multi-select picklist (``a;b``), JSON list or line list."""
+late_payments = FieldDerivation("Payments", _late_payments)
+"""Invoices of the last 90 days paid after their due date or still unpaid when due.
 
-    def derive(record: Record, _as_of: date) -> int | None:
-        value = record.get(field)
-        if value is None:
+Reads ``Payments``: a list of ``{"due": date, "paid": date | None}``.
+"""
+
+
+def _count_items(value: Any, _as_of: date) -> int | None:
+    # A batch table holds NaN where a record lacks the field: missing, as None is.
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, list | tuple):
+        return len(value)
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            return len(json.loads(text))
+        except ValueError:
             return None
-        if isinstance(value, list | tuple):
-            return len(value)
-        text = str(value).strip()
-        if text.startswith("["):
-            try:
-                return len(json.loads(text))
-            except ValueError:
-                return None
-        return len([part for part in re.split(r"[;\n]", text) if part.strip()])
-
-    return derive
+    return len([part for part in re.split(r"[;\n]", text) if part.strip()])
 
 
-def title_seniority(record: Record, _as_of: date) -> str | None:
-    """Seniority band of a lead's ``Title``: C-Level, VP, Director, Manager or Individual."""
-    title = record.get("Title")
+def count_items(field: str) -> FieldDerivation:
+    """A derivation: entries of a multi-select picklist (``a;b``), JSON list or line list."""
+    return FieldDerivation(field, _count_items)
+
+
+def _seniority(title: Any, _as_of: date) -> str | None:
     if not isinstance(title, str) or not title.strip():
         return None
     for band, pattern in _SENIORITY:
@@ -147,24 +152,51 @@ def title_seniority(record: Record, _as_of: date) -> str | None:
     return "Individual"
 
 
-def _stage_history(record: Record) -> list[tuple[str, date]]:
-    history = record.get("Stage_History")
+title_seniority = FieldDerivation("Title", _seniority)
+"""Seniority band of a lead's ``Title``: C-Level, VP, Director, Manager or Individual."""
+
+
+def _stage_history(history: Any) -> list[tuple[str, date]]:
     if not isinstance(history, Sequence):
         return []
     entries = [(str(h.get("StageName")), parse_day(h.get("CreatedDate"))) for h in history]
     return sorted(((stage, day) for stage, day in entries if day is not None), key=lambda e: e[1])
 
 
-def days_in_stage(record: Record, as_of: date) -> int | None:
-    """Days since the opportunity entered its current stage (from ``Stage_History``)."""
-    history = _stage_history(record)
-    return (as_of - history[-1][1]).days if history else None
+def _days_in_stage(history: Any, as_of: date) -> int | None:
+    entries = _stage_history(history)
+    return (as_of - entries[-1][1]).days if entries else None
 
 
-def stage_regressions(record: Record, _as_of: date) -> int | None:
-    """How often the opportunity moved back to an earlier stage (from ``Stage_History``)."""
-    history = _stage_history(record)
-    if not history:
+def _stage_regressions(history: Any, _as_of: date) -> int | None:
+    entries = _stage_history(history)
+    if not entries:
         return None
-    ranks = [_STAGE_RANK.get(stage, -1) for stage, _ in history]
+    ranks = [_STAGE_RANK.get(stage, -1) for stage, _ in entries]
     return sum(1 for a, b in itertools.pairwise(ranks) if 0 <= b < a)
+
+
+days_in_stage = FieldDerivation("Stage_History", _days_in_stage)
+"""Days since the opportunity entered its current stage (from ``Stage_History``)."""
+
+stage_regressions = FieldDerivation("Stage_History", _stage_regressions)
+"""How often the opportunity moved back to an earlier stage (from ``Stage_History``)."""
+
+
+def ratio(numerator: Any, denominator: Any) -> float | None:
+    """``numerator / denominator`` for seat utilisation: None without a positive denominator.
+
+    A missing numerator (None, or the NaN a batch table holds for a record that lacks the
+    field) counts as 0 users, so a record scores the same alone or in any batch.
+    """
+    try:
+        seats = float(denominator)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(seats) or seats <= 0:
+        return None
+    try:
+        users = float(numerator) if numerator is not None else 0.0
+    except (TypeError, ValueError):
+        users = 0.0
+    return (0.0 if math.isnan(users) else users) / seats
