@@ -188,6 +188,7 @@ _OBJECTS: dict[str, tuple[Field, ...]] = {
         Field("MobilePhone", "phone", length=40),
         _custom("Einstein_Lead_Score__c", "double", label="Einstein Lead Score"),
         _custom("AI_Enhanced_Score__c", "double"), _custom("AI_Reasoning__c", "textarea", LONG_TEXT),
+        _custom("AI_Lead_Route__c", "picklist", 255, picklist=("Senior AE", "Nurture", "MQL")),
         _custom("Company_Intelligence__c", "textarea", LONG_TEXT),
         _custom("Tech_Stack__c", "multipicklist", 4099, picklist=(
             "Salesforce", "AWS", "Azure", "GCP", "Snowflake", "Kafka", "Python", "Java", "SAP", "HubSpot")),
@@ -208,6 +209,7 @@ _OBJECTS: dict[str, tuple[Field, ...]] = {
         _custom("Recommended_Actions__c", "textarea", LONG_TEXT), _custom("Next_Best_Action__c", "string", 255),
         _custom("Optimal_Close_Date__c", "date"), _custom("Competitor_Intelligence__c", "textarea", LONG_TEXT),
         _custom("Portal_URL__c", "url", 255), _custom("Provisioning_Status__c", "string", 255),
+        _custom("Onboarding_Date__c", "date"),
     ),
     "Case": (
         Field("CaseNumber", "string", length=30, createable=False, updateable=False),
