@@ -22,6 +22,7 @@ from streams.cli import topics as topics_group
 from streams.ingest.cli import backfill as backfill_command
 from streams.ingest.cli import ingest as ingest_command
 from streams.ingest.cli import ingress as ingress_command
+from streams.worker import cli as worker_cli
 
 EXIT_USAGE = 2
 
@@ -146,6 +147,9 @@ main.add_command(ml_cli.models)
 main.add_command(projection_cli.projection)
 main.add_command(projection_cli.replay)
 main.add_command(sink_group)
+main.add_command(worker_cli.worker)
+main.add_command(worker_cli.churn)
+main.add_command(worker_cli.ecosystem_group)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,30 @@ class Settings(BaseSettings):
     sink_max_delay_seconds: float = Field(default=2.0, ge=0)
     sink_budget_probe_seconds: float = Field(default=60.0, gt=0)
 
+    # The workers (`sfe worker`): batch size of the lead path and the flows' thresholds.
+    worker_batch_size: int = Field(default=2000, ge=1, le=50_000)
+    worker_batch_wait_ms: int = Field(default=100, ge=0, le=60_000)
+    # Which facts start lead qualification: CDC Lead creates, New_Lead__e, or both.
+    lead_triggers: Literal["cdc", "platform_event", "both"] = "cdc"
+    lead_einstein_weight: float = Field(default=0.4, ge=0, le=1)
+    lead_senior_ae_above: float = Field(default=80.0, ge=0, le=100)
+    lead_nurture_above: float = Field(default=50.0, ge=0, le=100)
+    # User ids of the senior AEs high-value leads are assigned to (comma-separated).
+    lead_senior_ae_queue: str = Field(default="", pattern=r"^[A-Za-z0-9, ]*$")
+    lead_slack_channel: str = "#high-value-leads"
+    # Enrichment service (company intelligence, deep analysis); unset: the local provider.
+    enrichment_url: str | None = None
+    enrichment_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    opportunity_at_risk_below: float = Field(default=0.30, ge=0, le=1)
+    onboarding_step_timeout_seconds: float = Field(default=120.0, gt=0)
+    onboarding_max_attempts: int = Field(default=3, ge=1, le=20)
+    onboarding_portal_domain: str = "portal.example.com"
+    # The daily churn batch: a cron expression in the given time zone.
+    churn_schedule: str = "0 2 * * *"
+    churn_timezone: str = "UTC"
+    churn_high_risk_above: float = Field(default=0.70, ge=0, le=1)
+    upsell_candidate_at_least: float = Field(default=0.5, ge=0, le=1)
+
     # Model registry: ONNX files, manifests and evaluation reports (default: <state_dir>/models).
     model_dir: Path | None = None
 
@@ -120,7 +144,27 @@ class Settings(BaseSettings):
             raise ValueError("the URL names no database")
         return value
 
-    @field_validator("sf_login_url", "schema_registry_url")
+    @field_validator("churn_timezone")
+    @classmethod
+    def _is_time_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"not an IANA time zone such as Europe/Paris: {value!r}") from None
+        return value
+
+    @field_validator("churn_schedule")
+    @classmethod
+    def _is_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression such as '0 2 * * *': {value!r}")
+        return value
+
+    @field_validator("sf_login_url", "schema_registry_url", "enrichment_url")
     @classmethod
     def _is_http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
@@ -148,6 +192,11 @@ class Settings(BaseSettings):
     def models_path(self) -> Path:
         """Root of the model registry: ``SFE_MODEL_DIR`` or ``models/`` under the state dir."""
         return self.model_dir if self.model_dir is not None else self.state_dir / "models"
+
+    @property
+    def senior_ae_queue(self) -> tuple[str, ...]:
+        """The senior AE user ids of ``SFE_LEAD_SENIOR_AE_QUEUE``."""
+        return tuple(p.strip() for p in self.lead_senior_ae_queue.split(",") if p.strip())
 
     def sqlalchemy_url(self) -> str:
         """The database URL with its secret revealed, for engine creation only."""

@@ -15,9 +15,9 @@ EXIT_DRIFT = 1
 
 _prefix_option = click.option(
     "--prefix",
-    default="",
-    show_default=True,
-    help="Prefix of every topic name (an isolated environment on a shared cluster).",
+    default=None,
+    help="Prefix of every topic name (an isolated environment on a shared cluster); "
+    "default: SFE_TOPIC_PREFIX.",
 )
 
 
@@ -34,9 +34,11 @@ def topics() -> None:
 
 @topics.command("list")
 @_prefix_option
-def list_topics(prefix: str) -> None:
+@click.pass_context
+def list_topics(ctx: click.Context, prefix: str | None) -> None:
     """Print every topic: partitions, retention, key and value schema subject."""
-    for topic in catalogue(prefix):
+    chosen = _settings(ctx).topic_prefix if prefix is None else prefix
+    for topic in catalogue(chosen):
         click.echo(
             f"{topic.name:<32} {topic.partitions:>3}  {topic.retention:<34} "
             f"{topic.value_subject:<34} key: {topic.key}"
@@ -52,16 +54,17 @@ def list_topics(prefix: str) -> None:
     help="Apply the catalogue's cleanup policy and retention where they drifted.",
 )
 @click.pass_context
-def ensure(ctx: click.Context, prefix: str, replication_factor: int, fix: bool) -> None:
+def ensure(ctx: click.Context, prefix: str | None, replication_factor: int, fix: bool) -> None:
     """Create missing topics and check existing ones against the catalogue (idempotent).
 
     Exits 1 when drift remains: a different partition count or replication factor
     (never changed automatically), or settings that differ and --fix was not given.
     """
     settings = _settings(ctx)
+    chosen = settings.topic_prefix if prefix is None else prefix
     try:
         reports = TopicAdmin(settings.kafka_bootstrap).ensure(
-            catalogue(prefix), replication_factor=replication_factor, fix=fix
+            catalogue(chosen), replication_factor=replication_factor, fix=fix
         )
     except TopicAdminError as exc:
         raise click.ClickException(str(exc)) from None

@@ -1,0 +1,236 @@
+"""End-to-end throughput of lead qualification: CDC Lead creates in, decisions and commands out.
+
+Appends ``--leads`` CDC ``CREATE`` events of realistic leads (the simulator's workload
+generator) to ``sf.cdc.Lead`` under a fresh topic prefix, then runs the
+lead-qualification agent (the transactional batch path of ``sfe worker --role leads``)
+until its consumer group has committed the last input offset. Reports input events
+per second from the first batch to the last commit, the events appended per second,
+and checks that ``decisions.leads`` holds exactly one committed decision per lead.
+
+Needs the local stack (``sfe stack up``) and a promoted ``lead`` model (``sfe train
+--all``; without one the benchmark trains a small model into a temporary registry).
+
+Usage: ``.venv/bin/python bench/bench_leads.py [--leads 100000] [--batch 2000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from agents.enrichment import LocalEnrichment
+from agents.lead_qualification import LeadConfig
+from ml.features.definitions import FEATURE_SETS
+from ml.inference import LoadedModel, load_model
+from ml.registry import Registry
+from schema_registry.codec import Codec
+from schema_registry.events import ChangeEventHeader, ChangeType, RecordChanged
+from schema_registry.ids import change_event_id
+from sfe.settings import Settings, load_settings
+from simulator import load as workload
+from streams.topic_admin import TopicAdmin
+from streams.topics import catalogue
+from streams.worker.batch import TransactionalBatchProcessor
+from streams.worker.leads import LEAD_TOPIC, LeadQualificationHandler
+
+
+def lead_model(settings: Settings) -> LoadedModel:
+    """The promoted lead model, or a small one trained into a temporary registry."""
+    registry = Registry(settings.models_path)
+    try:
+        return load_model(registry, "lead", FEATURE_SETS["lead"])
+    except Exception:
+        from ml.training.estimators import Hyperparameters
+        from ml.training.pipeline import synthetic_training_data, train
+
+        scratch = Registry(Path(tempfile.mkdtemp(prefix="bench-leads-")))
+        hp = Hyperparameters(trees=60, forest_trees=60, epochs=5, seed=3)
+        train("lead", synthetic_training_data("lead", 4000, seed=3), scratch, hp=hp)
+        return load_model(scratch, "lead", FEATURE_SETS["lead"])
+
+
+def lead_changes(count: int, seed: int = 11) -> list[RecordChanged]:
+    """CDC CREATE events of ``count`` generated leads, as the ingestor appends them."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    changes = []
+    for index, fields in enumerate(workload.leads(rng, count)):
+        lead_id = f"00Q{index:015d}"[:18]
+        uuid_ = str(uuid.UUID(int=rng.getrandbits(128)))
+        record = {
+            **fields,
+            "Id": lead_id,
+            "Status": "Open - Not Contacted",
+            "Einstein_Lead_Score__c": float(rng.randint(5, 99)),
+            "CreatedDate": now.isoformat(),
+        }
+        changes.append(
+            RecordChanged(
+                id=change_event_id(uuid_, lead_id),
+                source="bench",
+                subject=lead_id,
+                time=now,
+                header=ChangeEventHeader(
+                    entity_name="Lead",
+                    record_ids=(lead_id,),
+                    change_type=ChangeType.CREATE,
+                    change_origin="com/salesforce/api/rest/62.0",
+                    transaction_key=uuid_,
+                    sequence_number=1,
+                    commit_timestamp=now,
+                    commit_number=index + 1,
+                    commit_user="005000000000001AAA",
+                    changed_fields=tuple(record),
+                ),
+                replay_id=str(index + 1),
+                event_uuid=uuid_,
+                fields=record,
+            )
+        )
+    return changes
+
+
+def append(settings: Settings, prefix: str, changes: list[RecordChanged]) -> None:
+    """Append ``changes`` to the prefixed ``sf.cdc.Lead`` topic."""
+    codec = Codec(topic_prefix=prefix)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20})
+    for change in changes:
+        encoded = codec.encode(prefix + LEAD_TOPIC, change)
+        while True:
+            try:
+                producer.produce(
+                    prefix + LEAD_TOPIC,
+                    key=change.subject.encode(),
+                    value=encoded.value,
+                    headers=list(encoded.headers),
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+
+
+def committed(settings: Settings, group: str, topic: str) -> int:
+    """Offsets the consumer group has committed on ``topic``, summed over partitions."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
+    finally:
+        consumer.close()
+
+
+def count_committed(settings: Settings, topic: str) -> tuple[int, int]:
+    """(records, distinct keys) of ``topic`` visible to ``read_committed`` readers."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"bench-count-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    records, keys, idle = 0, set(), 0
+    try:
+        while idle < 10:
+            batch = consumer.consume(10_000, 0.5)
+            if not batch:
+                idle += 1
+                continue
+            idle = 0
+            for message in batch:
+                if message.error() is None:
+                    records += 1
+                    keys.add(message.key())
+    finally:
+        consumer.close()
+    return records, len(keys)
+
+
+async def run(settings: Settings, leads: int, batch: int) -> None:
+    """Append, qualify, and print the figures."""
+    prefix = f"bench-leads-{uuid.uuid4().hex[:8]}."
+    TopicAdmin(settings.kafka_bootstrap).ensure(catalogue(prefix))
+    try:
+        model = lead_model(settings)
+        print(f"model {model.manifest.ref}; generating {leads:,} leads", flush=True)
+        changes = lead_changes(leads)
+        began = time.perf_counter()
+        append(settings, prefix, changes)
+        print(f"appended {leads:,} CDC events in {time.perf_counter() - began:.1f} s", flush=True)
+        handler = LeadQualificationHandler(model, LocalEnrichment(), LeadConfig())
+        processor = TransactionalBatchProcessor(
+            name="leads",
+            bootstrap=settings.kafka_bootstrap,
+            codec=Codec(topic_prefix=prefix),
+            topics=(LEAD_TOPIC,),
+            handler=handler,
+            topic_prefix=prefix,
+            batch_size=batch,
+        )
+        stop = asyncio.Event()
+        produced = 0
+        first_batch: float | None = None
+        original = processor.process
+
+        async def timed(messages):  # type: ignore[no-untyped-def]
+            nonlocal produced, first_batch
+            if first_batch is None:
+                first_batch = time.perf_counter()
+            stats = await original(messages)
+            produced += stats.produced
+            return stats
+
+        processor.process = timed  # type: ignore[method-assign]
+        task = asyncio.create_task(processor.run(stop))
+        topic = prefix + LEAD_TOPIC
+        while committed(settings, processor.group_id, topic) < leads:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.2)
+        finished = time.perf_counter()
+        stop.set()
+        await task
+        assert first_batch is not None
+        elapsed = finished - first_batch
+        decisions, distinct = count_committed(settings, prefix + "decisions.leads")
+        print()
+        print("| leads | batch | seconds | CDC events/s | events appended | appended/s |")
+        print("|---|---|---|---|---|---|")
+        print(
+            f"| {leads:,} | {batch} | {elapsed:.1f} | {leads / elapsed:,.0f} | "
+            f"{produced:,} | {produced / elapsed:,.0f} |"
+        )
+        print(f"\ncommitted decisions: {decisions:,} for {distinct:,} distinct leads")
+        if decisions != leads or distinct != leads:
+            raise SystemExit("decision count does not match the leads appended")
+    finally:
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        for future in admin.delete_topics(mine, operation_timeout=30).values():
+            future.result()
+
+
+def main() -> None:
+    """Parse the arguments and run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    args = parser.parse_args()
+    asyncio.run(run(load_settings(), args.leads, args.batch))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The worker processes: the Faust app, the transactional batch path and `sfe worker`."""

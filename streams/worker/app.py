@@ -1,0 +1,488 @@
+"""The Faust application of ``sfe worker``: agents, tables, timers and the lead batch path.
+
+Roles (``sfe worker --role``) pick what a process runs; several processes with the
+same roles share the partitions through their consumer groups.
+
+- ``leads``: lead qualification on the transactional batch path
+  (:mod:`streams.worker.batch`), run as a task of this app.
+- ``opportunities``: a Faust agent on ``sf.cdc.Opportunity`` that keeps each
+  opportunity's snapshot in the ``opportunities`` table (CDC updates carry only changed
+  fields), computes insights on stage changes and starts onboarding on Closed Won.
+- ``onboarding``: a Faust agent keyed by account on ``decisions.onboarding``,
+  ``provisioning.results`` and the internal tick topic, keeping the sagas in the
+  ``onboarding_sagas`` table; a timer schedules ticks for sagas with a due deadline
+  (tables can only change inside agents, so the timer sends a tick rather than
+  editing the saga).
+- ``accounts``: Faust agents folding ``sf.cdc.Account`` (snapshots), ``usage.signals``
+  (aggregates) and ``decisions.upsell`` (last flag) into tables, and the daily crontab
+  running :func:`streams.worker.accounts.account_batch` over them.
+
+Tables are in memory with their changelog topics in Kafka: a restarted worker restores
+them from the changelog. Processing is at least once (ARCHITECTURE.md: Faust's
+exactly-once mode has open bugs); an agent appends its emissions and waits for the
+broker's acknowledgement before updating its table and moving on, and every emitted
+id is deterministic, so a redelivery repeats identical events that consumers skip.
+Consumers read ``read_committed`` (:mod:`streams.worker.faust_transport`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import faust
+
+from agents import churn, onboarding, opportunity_insights, snapshots, upsell, usage
+from agents.base import Emission
+from agents.enrichment import provider_for
+from agents.lead_qualification import LeadConfig
+from agents.scoring import score_records
+from ml.features.definitions import FEATURE_SETS
+from ml.inference import LoadedModel, load_model
+from ml.registry import Registry
+from schema_registry.codec import Codec
+from schema_registry.dead_letters import dead_letter
+from schema_registry.errors import UndecodableEvent
+from schema_registry.events import (
+    Event,
+    OnboardingPlanned,
+    ProvisioningFinished,
+    RecordChanged,
+    UpsellCandidateFlagged,
+    UsageSignalReported,
+)
+from sfe import metrics
+from sfe.settings import Settings
+from streams.worker.accounts import AccountState, account_batch, upsell_flag_day
+from streams.worker.batch import TransactionalBatchProcessor
+from streams.worker.faust_transport import ReadCommittedTransport
+from streams.worker.leads import LeadQualificationHandler, input_topics
+
+log = logging.getLogger(__name__)
+
+ROLES = ("leads", "opportunities", "onboarding", "accounts")
+PARTITIONS = 6
+DLQ_TOPIC = "dlq.ingest"
+TICK_TOPIC = "sfe.worker.onboarding.ticks"
+MODEL_KINDS = {"leads": ("lead",), "opportunities": ("win",), "accounts": ("churn", "upsell")}
+
+
+class ModelMissing(RuntimeError):
+    """A role needs a model the registry has not promoted."""
+
+
+class PipelineApp(faust.App):
+    """A Faust app whose consumer reads ``read_committed``."""
+
+    def _new_transport(self) -> Any:
+        return ReadCommittedTransport(self.conf.broker_consumer, self)
+
+
+def load_models(settings: Settings, roles: Sequence[str]) -> dict[str, LoadedModel]:
+    """The promoted models the roles need; :class:`ModelMissing` names what to run."""
+    registry = Registry(settings.models_path)
+    models = {}
+    for role in roles:
+        for kind in MODEL_KINDS.get(role, ()):
+            try:
+                models[kind] = load_model(registry, kind, FEATURE_SETS[kind])
+            except Exception as exc:
+                raise ModelMissing(
+                    f"role {role!r} needs a promoted {kind!r} model in {settings.models_path} "
+                    f"({exc}); run: sfe train --all"
+                ) from None
+    return models
+
+
+@dataclass
+class Flows:
+    """The configuration of every flow, from settings."""
+
+    lead: LeadConfig
+    opportunity: opportunity_insights.OpportunityConfig
+    onboarding: onboarding.OnboardingConfig
+    churn: churn.ChurnConfig
+    upsell: upsell.UpsellConfig
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Flows:
+        """Thresholds and targets of ``SFE_*`` settings."""
+        return cls(
+            lead=LeadConfig(
+                einstein_weight=settings.lead_einstein_weight,
+                senior_ae_above=settings.lead_senior_ae_above,
+                nurture_above=settings.lead_nurture_above,
+                senior_ae_queue=settings.senior_ae_queue,
+                slack_channel=settings.lead_slack_channel,
+            ),
+            opportunity=opportunity_insights.OpportunityConfig(
+                at_risk_below=settings.opportunity_at_risk_below
+            ),
+            onboarding=onboarding.OnboardingConfig(
+                step_timeout_seconds=int(settings.onboarding_step_timeout_seconds),
+                max_attempts=settings.onboarding_max_attempts,
+                portal_domain=settings.onboarding_portal_domain,
+            ),
+            churn=churn.ChurnConfig(high_risk_above=settings.churn_high_risk_above),
+            upsell=upsell.UpsellConfig(candidate_at_least=settings.upsell_candidate_at_least),
+        )
+
+
+@dataclass
+class Worker:
+    """A built worker: the Faust app and what its agents share."""
+
+    app: faust.App
+    settings: Settings
+    roles: tuple[str, ...]
+    codec: Codec
+    flows: Flows
+    models: dict[str, LoadedModel]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    processors: list[TransactionalBatchProcessor] = field(default_factory=list)
+
+
+class Emitter:
+    """Appends emissions through the Faust producer and waits for the broker's ack."""
+
+    def __init__(self, app: faust.App, codec: Codec, prefix: str) -> None:
+        self.app = app
+        self.codec = codec
+        self.prefix = prefix
+        self._topics: dict[str, Any] = {}
+
+    def _topic(self, name: str) -> Any:
+        if name not in self._topics:
+            self._topics[name] = self.app.topic(
+                self.prefix + name, key_serializer="raw", value_serializer="raw"
+            )
+        return self._topics[name]
+
+    async def send(self, emissions: Sequence[Emission]) -> None:
+        """Append every emission, in order, and return once all are acknowledged."""
+        pending = []
+        for emission in emissions:
+            encoded = self.codec.encode(self.prefix + emission.topic, emission.event)
+            pending.append(
+                await self._topic(emission.topic).send(
+                    key=emission.key.encode(), value=encoded.value, headers=list(encoded.headers)
+                )
+            )
+            metrics.EVENTS_PRODUCED.labels(emission.topic).inc()
+        for future in pending:
+            await future
+
+
+async def _decode(worker: Worker, emitter: Emitter, agent: str, event: Any) -> Event | None:
+    """The event in a Faust event's raw value, or None after dead-lettering it."""
+    message = event.message
+    topic = str(message.topic)
+    metrics.EVENTS_CONSUMED.labels(topic.removeprefix(worker.settings.topic_prefix)).inc()
+    headers = [(k, v) for k, v in (message.headers or [])]
+    try:
+        return worker.codec.decode(topic, event.value, headers)
+    except UndecodableEvent as exc:
+        letter = dead_letter(
+            consumer=agent,
+            topic=topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=event.value,
+            headers=headers,
+            error=exc,
+            time=datetime.fromtimestamp(message.timestamp, UTC),
+        )
+        metrics.DEAD_LETTERS.labels(DLQ_TOPIC, exc.reason[:60]).inc()
+        log.warning("undecodable record dead-lettered", extra={"agent": agent, "id": letter.id})
+        await emitter.send([Emission(DLQ_TOPIC, letter.subject, letter)])
+        return None
+
+
+def _observe_latency(change: RecordChanged) -> None:
+    lag = time.time() - change.header.commit_timestamp.timestamp()
+    metrics.PROCESSING_LATENCY.labels("decision").observe(max(0.0, lag))
+
+
+def ensure_internal_topics(settings: Settings) -> None:
+    """Create the worker's own topics (the onboarding tick topic) if they are missing.
+
+    They must exist before the worker subscribes: a topic that appears later is only
+    picked up at the next rebalance.
+    """
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    name = settings.topic_prefix + TICK_TOPIC
+    if name in admin.list_topics(timeout=30).topics:
+        return
+    retention = str(int(timedelta(days=1).total_seconds() * 1000))
+    futures = admin.create_topics(
+        [NewTopic(name, PARTITIONS, 1, config={"retention.ms": retention})]
+    )
+    try:
+        futures[name].result(timeout=30)
+    except Exception as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+
+
+def build_worker(
+    settings: Settings,
+    roles: Sequence[str] = ROLES,
+    *,
+    models: dict[str, LoadedModel] | None = None,
+    tick_seconds: float = 5.0,
+) -> Worker:
+    """The worker for ``roles``: its Faust app with agents, tables, timers and tasks."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
+    prefix = settings.topic_prefix
+    datadir = settings.state_dir / "faust" / f"{prefix}worker"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = PipelineApp(
+        f"{prefix}sfe-worker",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=PARTITIONS,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        topic_disable_leader=True,
+        web_enabled=False,
+        datadir=str(datadir),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        timezone=ZoneInfo(settings.churn_timezone),
+    )
+    codec = Codec.from_settings(settings, prefix)
+    worker = Worker(
+        app,
+        settings,
+        tuple(roles),
+        codec,
+        Flows.from_settings(settings),
+        models if models is not None else load_models(settings, roles),
+    )
+    emitter = Emitter(app, codec, prefix)
+
+    def source(name: str) -> Any:
+        return app.topic(prefix + name, key_serializer="raw", value_serializer="raw")
+
+    if "leads" in roles:
+        _lead_task(worker)
+    if "opportunities" in roles:
+        _opportunity_agent(worker, emitter, source)
+    if "onboarding" in roles:
+        _onboarding_agent(worker, emitter, source, tick_seconds)
+    if "accounts" in roles:
+        _account_agents(worker, emitter, source)
+    return worker
+
+
+def _lead_task(worker: Worker) -> None:
+    settings = worker.settings
+    handler = LeadQualificationHandler(
+        worker.models["lead"],
+        provider_for(settings.enrichment_url, settings.enrichment_timeout_seconds),
+        worker.flows.lead,
+    )
+    processor = TransactionalBatchProcessor(
+        name="leads",
+        bootstrap=settings.kafka_bootstrap,
+        codec=worker.codec,
+        topics=input_topics(settings.lead_triggers),
+        handler=handler,
+        topic_prefix=settings.topic_prefix,
+        batch_size=settings.worker_batch_size,
+        batch_wait_seconds=settings.worker_batch_wait_ms / 1000,
+    )
+    worker.processors.append(processor)
+
+    @worker.app.task
+    async def lead_qualification() -> None:
+        await processor.run(worker.stop)
+
+    def _stop_leads(app: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        worker.stop.set()
+
+    worker.app.on_before_shutdown.connect(cast(Any, _stop_leads))
+
+
+def _opportunity_agent(worker: Worker, emitter: Emitter, source: Any) -> None:
+    app, flows = worker.app, worker.flows
+    table = app.Table("opportunities", default=None, partitions=PARTITIONS)
+    model = worker.models["win"]
+
+    @app.agent(source("sf.cdc.Opportunity"), name="agents.opportunities")
+    async def opportunities(stream: Any) -> None:
+        async for event in stream.events():
+            change = await _decode(worker, emitter, "agents.opportunities", event)
+            if not isinstance(change, RecordChanged):
+                continue
+            key = change.subject
+            before = table.get(key)
+            after = snapshots.evolve(before, change)
+            after = opportunity_insights.track_stage(before, after, change)
+            if before and before.get("onboarding_id"):
+                after["onboarding_id"] = before["onboarding_id"]
+            emissions: list[Emission] = []
+            if opportunity_insights.triggers(change, after):
+                record = opportunity_insights.scoring_record(after)
+                began = time.perf_counter()
+                (score,) = score_records(model, [record], change.time.date())
+                metrics.INFERENCE_LATENCY.labels(model.name).observe(time.perf_counter() - began)
+                decision = opportunity_insights.decide(change, after, score, flows.opportunity)
+                emissions.extend(decision.emissions)
+                metrics.OPPORTUNITIES_SYNCED.inc()
+                metrics.WORKFLOW_RUNS.labels(opportunity_insights.WORKFLOW, decision.outcome).inc()
+            if onboarding.triggers(change, after) and not after.get("onboarding_id"):
+                state, decision = onboarding.start(change, after, flows.onboarding)
+                emissions.extend(decision.emissions)
+                after["onboarding_id"] = state["onboarding_id"]
+                metrics.WORKFLOW_RUNS.labels(onboarding.WORKFLOW, "started").inc()
+            await emitter.send(emissions)
+            table[key] = after
+            if emissions:
+                _observe_latency(change)
+
+
+def _onboarding_agent(worker: Worker, emitter: Emitter, source: Any, tick_seconds: float) -> None:
+    app, flows, prefix = worker.app, worker.flows, worker.settings.topic_prefix
+    sagas = app.Table("onboarding_sagas", default=None, partitions=PARTITIONS)
+    ticks = app.topic(
+        prefix + TICK_TOPIC,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=PARTITIONS,
+        internal=True,
+        retention=timedelta(days=1),
+    )
+    channel = app.topic(
+        prefix + onboarding.DECISIONS,
+        prefix + onboarding.RESULTS,
+        prefix + TICK_TOPIC,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    def fold(account: str, onboarding_id: str, state: dict[str, Any], decision: Any) -> None:
+        runs = dict(sagas.get(account) or {})
+        runs[onboarding_id] = state
+        sagas[account] = runs
+        if state.get("status") != onboarding.RUNNING and decision.emissions:
+            metrics.WORKFLOW_RUNS.labels(onboarding.WORKFLOW, str(state["status"]).lower()).inc()
+
+    @app.agent(channel, name="agents.onboarding")
+    async def onboarding_sagas(stream: Any) -> None:
+        async for event in stream.events():
+            topic = str(event.message.topic)
+            account = (event.message.key or b"").decode()
+            if topic == prefix + TICK_TOPIC:
+                tick = json.loads(event.value)
+                state = (sagas.get(account) or {}).get(tick["onboarding_id"])
+                if state is not None and onboarding.in_flight(state):
+                    now = datetime.fromisoformat(tick["now"])
+                    state, decision = onboarding.on_tick(state, now, flows.onboarding)
+                    await emitter.send(decision.emissions)
+                    fold(account, tick["onboarding_id"], state, decision)
+                    continue
+            fact = await _decode(worker, emitter, "agents.onboarding", event)
+            if isinstance(fact, OnboardingPlanned):
+                fresh = onboarding.state_from_plan(fact, flows.onboarding)
+                if fresh["onboarding_id"] not in (sagas.get(account) or {}):
+                    fold(account, fresh["onboarding_id"], fresh, None)
+            elif isinstance(fact, ProvisioningFinished):
+                state = (sagas.get(account) or {}).get(fact.onboarding_id)
+                if state is not None:
+                    state, decision = onboarding.on_result(state, fact, flows.onboarding)
+                    await emitter.send(decision.emissions)
+                    fold(account, fact.onboarding_id, state, decision)
+
+    @app.timer(interval=tick_seconds)
+    async def schedule_ticks() -> None:
+        now = datetime.now(UTC)
+        for account, runs in list(sagas.items()):
+            for onboarding_id, state in (runs or {}).items():
+                due = onboarding.next_deadline(state) if onboarding.in_flight(state) else None
+                if due is not None and due <= now:
+                    payload = {"onboarding_id": onboarding_id, "now": now.isoformat()}
+                    await ticks.send(key=account.encode(), value=json.dumps(payload).encode())
+
+
+def _account_agents(worker: Worker, emitter: Emitter, source: Any) -> None:
+    app, flows, settings = worker.app, worker.flows, worker.settings
+    accounts = app.Table("accounts", default=None, partitions=PARTITIONS)
+    usage_table = app.Table("account_usage", default=None, partitions=PARTITIONS)
+    upsell_flags = app.Table("upsell_flags", default=None, partitions=PARTITIONS)
+
+    @app.agent(source("sf.cdc.Account"), name="agents.accounts")
+    async def account_snapshots(stream: Any) -> None:
+        async for event in stream.events():
+            change = await _decode(worker, emitter, "agents.accounts", event)
+            if isinstance(change, RecordChanged):
+                accounts[change.subject] = snapshots.evolve(accounts.get(change.subject), change)
+
+    @app.agent(source("usage.signals"), name="agents.usage")
+    async def usage_signals(stream: Any) -> None:
+        async for event in stream.events():
+            signal = await _decode(worker, emitter, "agents.usage", event)
+            if isinstance(signal, UsageSignalReported):
+                usage_table[signal.subject] = usage.evolve(usage_table.get(signal.subject), signal)
+
+    @app.agent(source(upsell.DECISIONS), name="agents.upsell_flags")
+    async def upsell_flagged(stream: Any) -> None:
+        async for event in stream.events():
+            flagged = await _decode(worker, emitter, "agents.upsell_flags", event)
+            if isinstance(flagged, UpsellCandidateFlagged):
+                day = upsell_flag_day(flagged)
+                if (upsell_flags.get(flagged.subject) or "") < day:
+                    upsell_flags[flagged.subject] = day
+
+    async def run_batch(as_of: date) -> None:
+        states = [
+            AccountState(
+                account_id=account_id,
+                fields=(snapshot or {}).get("fields") or {},
+                aggregate=usage_table.get(account_id),
+                last_upsell_flag=upsell_flags.get(account_id),
+            )
+            for account_id, snapshot in list(accounts.items())
+            if snapshot and not snapshot.get("deleted")
+        ]
+        assigned = app.assignor.assigned_actives() if app.assignor else set()
+        complete = sum(1 for tp in assigned if tp.topic.endswith("sf.cdc.Account")) >= PARTITIONS
+        emissions, summary = account_batch(
+            states,
+            as_of,
+            worker.models["churn"],
+            worker.models.get("upsell"),
+            flows.churn,
+            flows.upsell,
+            complete=complete,
+        )
+        await emitter.send(emissions)
+        log.info(
+            "account batch done",
+            extra={
+                "as_of": as_of.isoformat(),
+                "assessed": summary.assessed,
+                "high_risk": summary.high_risk,
+                "upsell_candidates": summary.upsell_candidates,
+            },
+        )
+
+    @app.crontab(settings.churn_schedule, timezone=ZoneInfo(settings.churn_timezone))
+    async def daily_account_batch() -> None:
+        await run_batch(datetime.now(ZoneInfo(settings.churn_timezone)).date())
