@@ -7,6 +7,8 @@ Each package that owns a command group registers it here with ``main.add_command
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ml import cli as ml_cli
@@ -123,17 +125,63 @@ def db_current(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option(
+    "--duration",
+    type=click.FloatRange(10, 24 * 3600),
+    default=120.0,
+    show_default=True,
+    help="Seconds of workload (the set-up and the drain come on top).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0.5, 1000),
+    default=20.0,
+    show_default=True,
+    help="New leads per second in the middle third (half before, twice after).",
+)
+@click.option(
+    "--keep-running",
+    is_flag=True,
+    help="Leave the simulator and the pipeline running after the summary (PIDs printed).",
+)
+@click.option("--keep-topics", is_flag=True, help="Keep the demo's Kafka topics afterwards.")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the HTML report (default: report.html in the demo's folder).",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the workload.")
 @click.pass_context
-def demo(ctx: click.Context) -> None:
-    """Run the end-to-end demonstration (not available yet in this version)."""
-    settings_from(ctx)
-    click.echo(
-        "sfe demo is not available yet: the workflows and projections it drives are not "
-        "built in this version. What works today: `sfe stack up`, `sfe sim serve`, "
-        "`sfe topics ensure`, `sfe ingest`, `sfe train --all` (see README.md).",
-        err=True,
+def demo(
+    ctx: click.Context,
+    duration: float,
+    rate: float,
+    keep_running: bool,
+    keep_topics: bool,
+    report: Path | None,
+    seed: int,
+) -> None:
+    """Run the whole pipeline against a local org with a realistic workload, then sum it up.
+
+    Starts the local stack and the org simulator, trains the models if none are
+    promoted, runs ingestion, the workers, the sink and the projection, drives new
+    leads, stage changes, won deals, usage and the churn batch, prints progress and
+    a summary, and writes an HTML report. No configuration needed.
+    """
+    from sfe.demo import DemoOptions, run_demo
+
+    settings = settings_from(ctx)
+    options = DemoOptions(
+        duration=duration,
+        rate=rate,
+        keep_running=keep_running,
+        keep_topics=keep_topics,
+        report=report,
+        seed=seed,
     )
-    ctx.exit(1)
+    result = run_demo(settings, options, echo=lambda line: click.echo(line))
+    ctx.exit(result.exit_code)
 
 
 # Command groups owned by other packages.

@@ -43,6 +43,10 @@ def config_from(settings: Settings) -> SimConfig:
     )
 
 
+#: ``Sforce-Call-Options`` client name of `sfe sim load` (not the pipeline's).
+WORKLOAD_CLIENT = "sfe-sim-load"
+
+
 @click.group()
 def sim() -> None:
     """The local Salesforce org simulator (OAuth, REST, Bulk API 2.0, CometD)."""
@@ -141,5 +145,8 @@ def load(
                          client_secret=config.client_secret or config_from(settings).app.client_secret)  # fmt: skip
     if config.ca_bundle is None:
         config = replace(config, ca_bundle=config_from(settings).state_dir / "ca.pem")
+    # The workload stands for the org's users: under the pipeline's client name its changes
+    # would come back flagged as the pipeline's own echoes and start no workflow.
+    config = replace(config, call_options_client=WORKLOAD_CLIENT)
     counts = run_workload(connect(config), Workload(leads, opportunities, accounts, rate, seed))
     click.echo(json.dumps(counts))

@@ -27,7 +27,8 @@ def test_misuse_says_what_to_type_instead() -> None:
     assert "Try 'sfe stack -h' for help" in result.output
 
 
-def test_demo_says_plainly_that_it_is_not_available() -> None:
-    result = CliRunner().invoke(main, ["demo"])
-    assert result.exit_code == 1
-    assert "not available yet" in result.output
+def test_demo_offers_duration_rate_and_keep_running() -> None:
+    result = CliRunner().invoke(main, ["demo", "--help"])
+    assert result.exit_code == 0
+    for option in ("--duration", "--rate", "--keep-running", "--report"):
+        assert option in result.output
