@@ -7,6 +7,7 @@ created through the public REST API with sObject Collections, deterministic per 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -166,23 +167,84 @@ def opportunities(
     return rows
 
 
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth's method; the means here are small)."""
+    limit, count, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
+
+
+def _pick(rng: random.Random, weighted: tuple[tuple[Any, float], ...]) -> Any:
+    """One value of ``(value, weight)`` pairs, drawn by weight."""
+    return rng.choices([value for value, _ in weighted], [w for _, w in weighted])[0]
+
+
+# The lead model's training distributions (ml/synthetic/leads.py), so its categories are known.
+_LEAD_SOURCES = (("Web", 0.35), ("Event", 0.15), ("Cold Call", 0.15), ("Partner", 0.13),
+                 ("Referral", 0.12), ("Advertisement", 0.10))  # fmt: skip
+#: Seniority bands (C-Level, VP, Director, Manager, Individual): (titles, intent lean), share.
+_LEAD_TITLES = (
+    ((("CEO", "CTO", "Chief Information Officer"), 0.5), 0.08),
+    ((("VP Sales", "VP Engineering", "SVP Operations"), 0.35), 0.12),
+    ((("Director of IT", "Head of Data", "Engineering Director"), 0.15), 0.20),
+    ((("IT Manager", "Operations Manager", "Procurement Lead"), 0.0), 0.30),
+    ((("Software Engineer", "Analyst", "Consultant"), -0.25), 0.30),
+)
+_LEAD_INDUSTRIES = (("Technology", 0.25), ("Financial Services", 0.15), ("Healthcare", 0.12),
+                    ("Retail", 0.12), ("Manufacturing", 0.12), ("Media", 0.08), ("Education", 0.08),
+                    ("Government", 0.08))  # fmt: skip
+_LEAD_PLACES = (
+    (("New York", "United States"), 0.15), (("Austin", "United States"), 0.15),
+    (("San Francisco", "United States"), 0.15), (("London", "United Kingdom"), 0.12),
+    (("Berlin", "Germany"), 0.10), (("Paris", "France"), 0.08), (("Toronto", "Canada"), 0.08),
+    (("Sydney", "Australia"), 0.07), (("Bangalore", "India"), 0.10),
+)  # fmt: skip
+_LEAD_STACK = ("Salesforce", "AWS", "Azure", "GCP", "Snowflake", "Kafka", "Kubernetes", "SAP",
+               "Databricks")  # fmt: skip
+
+
 def leads(rng: random.Random, count: int) -> list[dict[str, Any]]:
-    """Lead bodies with people, titles, firmographics and tech stacks."""
+    """Lead bodies with people, titles, firmographics, tech stacks and 30-day engagement.
+
+    Drawn as the lead model's training data is (:mod:`ml.synthetic.leads`): sources,
+    seniority bands, industries and countries in its proportions, log-normal company size
+    (median 148 employees) with revenue and budget scaled to it, and engagement counts
+    ``Web_Visits_30d__c ~ Poisson(e^(1.5 + 0.5 i))``, ``Email_Opens_30d__c ~ Poisson(e^(1 + 0.4 i))``,
+    ``Content_Downloads_30d__c ~ Poisson(e^(-0.5 + 0.6 i))`` of a hidden buying intent ``i``.
+    Here intent leans a little on seniority and company size (senior people at large
+    companies engage more), so strong leads exist: roughly one in ten is worth a senior AE.
+    """
     rows = []
     for index in range(count):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         company = _company(rng)
         domain = company.split()[0].lower() + company.split()[1].lower() + ".example.com"
-        employees = int(rng.lognormvariate(4.5, 1.3)) + 2
-        city, country = rng.choice(_CITIES)
-        rows.append({
+        employees = min(500_000, max(1, round(rng.lognormvariate(5, 1.5))))
+        titles, lean = _pick(rng, _LEAD_TITLES)
+        # Training draws intent ~ N(0, 1) independently; here it leans mildly on seniority
+        # and size (mean 0.03, sd 0.99 overall), which keeps the engagement marginals close.
+        intent = rng.gauss(lean + 0.15 * (math.log10(employees) - 2.2), 0.95)
+        city, country = _pick(rng, _LEAD_PLACES)
+        revenue = round(employees * 150_000 * rng.lognormvariate(0, 0.5), -3)
+        row: dict[str, Any] = {
             "FirstName": first, "LastName": f"{last}-{index + 1}", "Company": company,
-            "Title": rng.choice(_TITLES), "Email": f"{first.lower()}.{last.lower()}{index + 1}@{domain}",
-            "LeadSource": rng.choice(_SOURCES), "Industry": rng.choice(_INDUSTRIES),
-            "NumberOfEmployees": employees, "AnnualRevenue": round(employees * rng.uniform(60_000, 200_000), -3),
-            "City": city, "Country": country,
-            "Tech_Stack__c": ";".join(sorted(rng.sample(_STACK, rng.randint(1, 4)))),
-        })  # fmt: skip
+            "Title": rng.choice(titles), "Email": f"{first.lower()}.{last.lower()}{index + 1}@{domain}",
+            "LeadSource": _pick(rng, _LEAD_SOURCES), "Industry": _pick(rng, _LEAD_INDUSTRIES),
+            "NumberOfEmployees": employees, "City": city, "Country": country,
+            "Tech_Stack__c": ";".join(sorted(rng.sample(_LEAD_STACK, min(len(_LEAD_STACK), _poisson(rng, 3))))) or None,
+            "Decision_Makers__c": "\n".join(
+                f"{rng.choice(_FIRST)} {rng.choice(_LAST)}" for _ in range(_poisson(rng, 1.5))) or None,
+            "Web_Visits_30d__c": _poisson(rng, math.exp(1.5 + 0.5 * intent)),
+            "Email_Opens_30d__c": _poisson(rng, math.exp(1.0 + 0.4 * intent)),
+            "Content_Downloads_30d__c": _poisson(rng, math.exp(-0.5 + 0.6 * intent)),
+        }  # fmt: skip
+        if rng.random() >= 0.08:
+            row["AnnualRevenue"] = revenue
+        if rng.random() >= 0.2:
+            row["Estimated_Budget__c"] = round(revenue * 0.002 * rng.lognormvariate(0, 0.6), -2)
+        rows.append(row)
     return rows
 
 

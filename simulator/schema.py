@@ -128,8 +128,11 @@ def _address(prefix: str) -> tuple[Field, ...]:
 
 
 _NAME = Field("Name", "string", length=121, createable=False, updateable=False)
+# The values the ML models were trained on (ml/synthetic: "Financial Services", "Government")
+# come alongside the older Salesforce-sample ones that simulator.einstein scores ("Finance").
 _INDUSTRIES = (
     "Technology",
+    "Financial Services",
     "Finance",
     "Healthcare",
     "Manufacturing",
@@ -137,8 +140,14 @@ _INDUSTRIES = (
     "Education",
     "Energy",
     "Media",
+    "Government",
 )
-_LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
+# The lead model's training sources (ml/synthetic/leads.py SOURCES) first, then Salesforce's
+# standard values, which simulator.einstein's points table still knows.
+_LEAD_SOURCES = (
+    "Web", "Event", "Cold Call", "Partner", "Referral", "Advertisement",
+    "Phone Inquiry", "Partner Referral", "Purchased List", "Other",
+)  # fmt: skip
 STAGES = (
     "Prospecting", "Qualification", "Needs Analysis", "Value Proposition", "Id. Decision Makers",
     "Perception Analysis", "Proposal/Price Quote", "Negotiation/Review", "Closed Won", "Closed Lost",
@@ -191,8 +200,12 @@ _OBJECTS: dict[str, tuple[Field, ...]] = {
         _custom("AI_Lead_Route__c", "picklist", 255, picklist=("Senior AE", "Nurture", "MQL")),
         _custom("Company_Intelligence__c", "textarea", LONG_TEXT),
         _custom("Tech_Stack__c", "multipicklist", 4099, picklist=(
-            "Salesforce", "AWS", "Azure", "GCP", "Snowflake", "Kafka", "Python", "Java", "SAP", "HubSpot")),
+            "Salesforce", "AWS", "Azure", "GCP", "Snowflake", "Kafka", "Python", "Java", "SAP", "HubSpot",
+            "Kubernetes", "Databricks")),
         _custom("Estimated_Budget__c", "currency"), _custom("Decision_Makers__c", "textarea", LONG_TEXT),
+        _custom("Web_Visits_30d__c", "double", label="Web Visits (30 days)"),
+        _custom("Email_Opens_30d__c", "double", label="Email Opens (30 days)"),
+        _custom("Content_Downloads_30d__c", "double", label="Content Downloads (30 days)"),
     ),
     "Opportunity": (
         _text("Name", 120, required=True), _OWNER, _ref("AccountId", "Account", relationship="Account"),
