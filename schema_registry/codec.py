@@ -14,9 +14,17 @@ to find the subject of the topic in the catalogue.
 
 from __future__ import annotations
 
+import array
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from fastavro.const import INT_MAX_VALUE, INT_MIN_VALUE, LONG_MAX_VALUE, LONG_MIN_VALUE
+from fastavro.logical_writers import LOGICAL_WRITERS
+from fastavro.schema import extract_logical_type, extract_record_type
 from fastavro.validation import ValidationError, validate
 
 from schema_registry import catalog, upcasters
@@ -74,12 +82,16 @@ class Codec:
                 f"{topic} holds {expected.type} events, not {type(event).__name__}"
             )
         record = to_record(event)
-        try:
-            validate(record, catalog.schema(subject).parsed, strict=True)
-        except ValidationError as exc:
-            raise EventNotEncodable(
-                f"{event.type} {event.id} does not fit {subject}: {exc}"
-            ) from None
+        latest = catalog.schema(subject)
+        if not _conforms(latest)(record):
+            # The quick check accepts no record fastavro's validation rejects, but may
+            # reject one it accepts: fastavro has the last word, and writes the reason.
+            try:
+                validate(record, latest.parsed, strict=True)
+            except ValidationError as exc:
+                raise EventNotEncodable(
+                    f"{event.type} {event.id} does not fit {subject}: {exc}"
+                ) from None
         value, headers = self.wire.write(topic, subject, record)
         return EncodedValue(value, headers)
 
@@ -118,3 +130,229 @@ class Codec:
             return from_record(event_class, upcasters.upcast(subject, record))
         except Exception as exc:
             raise UndecodableEvent(topic, f"cannot read as {event_class.type}: {exc}") from None
+
+
+# --- The quick schema check of Codec.encode. ------------------------------------------
+#
+# ``fastavro.validation.validate(record, schema, strict=True)`` is the contract of
+# encode, but it walks the schema for every value and, for every union branch that does
+# not match, builds an error with a JSON dump of the value, which costs more than the
+# encoding itself. ``_conforms`` compiles the same rules once per schema version into
+# closures. Each check only answers True when fastavro's would: a value it is not sure
+# of (a subclass, a tuple in a union, a ``-type`` key, any exception) answers False,
+# and the encoder then asks fastavro, whose answer stands.
+
+Check = Callable[[Any], bool]
+
+_MISSING = object()
+_STRING = frozenset({str})
+
+
+def _never(datum: Any) -> bool:
+    return False
+
+
+def _is_null(datum: Any) -> bool:
+    return datum is None
+
+
+def _is_boolean(datum: Any) -> bool:
+    return datum is True or datum is False
+
+
+def _is_string(datum: Any) -> bool:
+    return isinstance(datum, str)
+
+
+def _is_bytes(datum: Any) -> bool:
+    return isinstance(datum, bytes | bytearray)
+
+
+def _is_float(datum: Any) -> bool:
+    return isinstance(datum, int | float | numbers.Real) and not isinstance(datum, bool)
+
+
+def _integer_check(low: int, high: int) -> Check:
+    def is_integer(datum: Any) -> bool:
+        if type(datum) is not int and (
+            not isinstance(datum, int | numbers.Integral) or isinstance(datum, bool)
+        ):
+            return False
+        number: Any = datum
+        return bool(low <= number <= high)
+
+    return is_integer
+
+
+#: Exact types whose values always pass the check of a primitive schema type.
+_ACCEPTED: dict[str, frozenset[type]] = {
+    "null": frozenset({type(None)}),
+    "boolean": frozenset({bool}),
+    "string": frozenset({str}),
+    "bytes": frozenset({bytes, bytearray}),
+    "float": frozenset({float, int}),
+    "double": frozenset({float, int}),
+}
+
+_PRIMITIVE_CHECKS: dict[str, Check] = {
+    "null": _is_null,
+    "boolean": _is_boolean,
+    "string": _is_string,
+    "bytes": _is_bytes,
+    "int": _integer_check(INT_MIN_VALUE, INT_MAX_VALUE),
+    "long": _integer_check(LONG_MIN_VALUE, LONG_MAX_VALUE),
+    "float": _is_float,
+    "double": _is_float,
+}
+
+
+class _Compiler:
+    """Compiles the nodes of one parsed schema into checks."""
+
+    def __init__(self, named: Mapping[str, Any]) -> None:
+        self.named = named
+        self.compiled: dict[str, Check] = {}
+
+    def check(self, node: Any) -> tuple[Check, frozenset[type]]:
+        """The check of ``node``, and the exact types it accepts without calling it."""
+        kind = extract_record_type(node)
+        logical = extract_logical_type(node)
+        prepare = LOGICAL_WRITERS.get(logical) if logical else None
+        check, accepted = self._base(node, kind)
+        if prepare is None:
+            return check, accepted
+        base = check
+
+        def prepared(datum: Any) -> bool:
+            return base(prepare(datum, node))
+
+        return prepared, frozenset()
+
+    def _base(self, node: Any, kind: Any) -> tuple[Check, frozenset[type]]:
+        if not isinstance(kind, str):
+            return _never, frozenset()
+        if kind in _PRIMITIVE_CHECKS:
+            return _PRIMITIVE_CHECKS[kind], _ACCEPTED.get(kind, frozenset())
+        if kind == "fixed":
+            return self._fixed(node), frozenset()
+        if kind == "enum":
+            return self._enum(node), frozenset()
+        if kind == "array":
+            return self._array(node), frozenset()
+        if kind == "map":
+            return self._map(node), frozenset()
+        if kind in ("union", "error_union"):
+            return self._union(node)
+        if kind in ("record", "error", "request"):
+            return self._record(node), frozenset()
+        if kind in self.named:
+            return self._reference(kind), frozenset()
+        return _never, frozenset()  # fastavro will say what it is (UnknownType)
+
+    def _fixed(self, node: Any) -> Check:
+        size = node["size"]
+
+        def is_fixed(datum: Any) -> bool:
+            return isinstance(datum, bytes) and len(datum) == size
+
+        return is_fixed
+
+    def _enum(self, node: Any) -> Check:
+        symbols = node["symbols"]
+
+        def is_symbol(datum: Any) -> bool:
+            return datum in symbols
+
+        return is_symbol
+
+    def _array(self, node: Any) -> Check:
+        check, accepted = self.check(node["items"])
+
+        def is_array(datum: Any) -> bool:
+            if type(datum) is not list and (
+                not isinstance(datum, Sequence | array.array) or isinstance(datum, str)
+            ):
+                return False
+            if accepted.issuperset(map(type, datum)):
+                return True  # the common case, decided without a call per item
+            return all(type(item) in accepted or check(item) for item in datum)
+
+        return is_array
+
+    def _map(self, node: Any) -> Check:
+        check, accepted = self.check(node["values"])
+
+        def is_map(datum: Any) -> bool:
+            if type(datum) is not dict and not isinstance(datum, Mapping):
+                return False
+            if not _STRING.issuperset(map(type, datum)) and not all(
+                isinstance(key, str) for key in datum
+            ):
+                return False
+            values = datum.values()
+            if accepted.issuperset(map(type, values)):
+                return True  # the common case, decided without a call per value
+            return all(type(value) in accepted or check(value) for value in values)
+
+        return is_map
+
+    def _union(self, node: Any) -> tuple[Check, frozenset[type]]:
+        branches = [self.check(branch) for branch in node]
+        checks = tuple(check for check, _accepted in branches)
+        accepted = frozenset().union(*(accepted for _check, accepted in branches))
+
+        def is_branch(datum: Any) -> bool:
+            if isinstance(datum, tuple):
+                return False  # fastavro's tuple notation (name, value): let it decide
+            return any(check(datum) for check in checks)
+
+        return is_branch, accepted
+
+    def _record(self, node: Any) -> Check:
+        # A field without a value takes its default; strict, one without a default fails.
+        fields = tuple(
+            (spec["name"], spec.get("default", _MISSING), *self.check(spec["type"]))
+            for spec in node["fields"]
+        )
+        missing = _MISSING
+
+        def is_record(datum: Any) -> bool:
+            if type(datum) is not dict and not isinstance(datum, Mapping):
+                return False
+            if "-type" in datum:
+                return False  # fastavro compares it with the record's full name
+            get = datum.get
+            for name, default, check, accepted in fields:
+                value = get(name, default)
+                if type(value) not in accepted and (value is missing or not check(value)):
+                    return False
+            return True
+
+        return is_record
+
+    def _reference(self, name: str) -> Check:
+        # Compiled on first use, so that a recursive schema compiles.
+        def is_named(datum: Any) -> bool:
+            if name not in self.compiled:
+                self.compiled[name] = self.check(self.named[name])[0]
+            return self.compiled[name](datum)
+
+        return is_named
+
+
+@cache
+def _conforms(version: catalog.SchemaVersion) -> Check:
+    """Whether a record surely passes ``validate(record, version.parsed, strict=True)``."""
+    parsed = version.parsed
+    try:
+        check, _accepted = _Compiler(parsed.get("__named_schemas", {})).check(parsed)
+    except Exception:
+        return _never  # a schema shape this compiler does not know: fastavro decides
+
+    def conforms(record: Any) -> bool:
+        try:
+            return check(record)
+        except Exception:
+            return False  # whatever it is, fastavro's validation will tell
+
+    return conforms

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, Protocol
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -59,6 +60,16 @@ class WireFormat(Protocol):
         ...
 
 
+@cache
+def _self_describing_headers(version: catalog.SchemaVersion) -> tuple[tuple[str, bytes], ...]:
+    """The headers naming ``version``, encoded once per schema version."""
+    return (
+        (SUBJECT_HEADER, version.subject.encode()),
+        (VERSION_HEADER, str(version.version).encode()),
+        (CONTENT_TYPE_HEADER, CONTENT_TYPE),
+    )
+
+
 class SelfDescribingFormat:
     """Bare Avro binary; subject and version travel in the Kafka headers."""
 
@@ -67,12 +78,7 @@ class SelfDescribingFormat:
         latest = catalog.schema(subject)
         buffer = io.BytesIO()
         schemaless_writer(buffer, latest.parsed, record)
-        headers: Headers = [
-            (SUBJECT_HEADER, subject.encode()),
-            (VERSION_HEADER, str(latest.version).encode()),
-            (CONTENT_TYPE_HEADER, CONTENT_TYPE),
-        ]
-        return buffer.getvalue(), headers
+        return buffer.getvalue(), list(_self_describing_headers(latest))
 
     def read(self, topic: str, subject: str, value: bytes, headers: ReadHeaders) -> Record:
         """Decode with the version the headers name; every byte must be consumed."""

@@ -22,5 +22,7 @@ def test_same_id_as_uuid5_of_the_json_array(cause: str, agent: str, purpose: str
 def test_a_known_id_never_changes() -> None:
     # Ids are stored in Kafka and PostgreSQL: this value must stay the same forever.
     assert derived_event_id("cause", "agent", "purpose") == str(
-        uuid.uuid5(uuid.UUID("6b0f3c4e-8a57-4f0e-9d3a-2f1c5e7b9a10"), '["cause", "agent", "purpose"]')
+        uuid.uuid5(
+            uuid.UUID("6b0f3c4e-8a57-4f0e-9d3a-2f1c5e7b9a10"), '["cause", "agent", "purpose"]'
+        )
     )
