@@ -1,23 +1,26 @@
 """End-to-end throughput of lead qualification: CDC Lead creates in, decisions and commands out.
 
 Appends ``--leads`` CDC ``CREATE`` events of realistic leads (the simulator's workload
-generator) to ``sf.cdc.Lead`` under a fresh topic prefix, then runs the
-lead-qualification agent (the transactional batch path of ``sfe worker --role leads``)
-until its consumer group has committed the last input offset. Reports input events
-per second from the first batch to the last commit, the events appended per second,
-and checks that ``decisions.leads`` holds exactly one committed decision per lead.
+generator) to ``sf.cdc.Lead`` under a fresh topic prefix, then starts ``--workers``
+processes of ``sfe worker --role leads`` (the transactional batch path) and polls
+their consumer group's committed offsets until the last input offset is committed.
+Reports input events per second from the first committed batch to the last, the
+events appended, and checks that ``decisions.leads`` holds exactly one committed
+decision per lead.
 
 Needs the local stack (``sfe stack up``) and a promoted ``lead`` model (``sfe train
 --all``; without one the benchmark trains a small model into a temporary registry).
 
-Usage: ``.venv/bin/python bench/bench_leads.py [--leads 100000] [--batch 2000]``.
+Usage: ``.venv/bin/python bench/bench_leads.py [--leads 100000] [--batch 2000] [--workers 1]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -27,8 +30,6 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agents.enrichment import LocalEnrichment
-from agents.lead_qualification import LeadConfig
 from ml.features.definitions import FEATURE_SETS
 from ml.inference import LoadedModel, load_model
 from ml.registry import Registry
@@ -39,23 +40,23 @@ from sfe.settings import Settings, load_settings
 from simulator import load as workload
 from streams.topic_admin import TopicAdmin
 from streams.topics import catalogue
-from streams.worker.batch import TransactionalBatchProcessor
-from streams.worker.leads import LEAD_TOPIC, LeadQualificationHandler
+from streams.worker.leads import LEAD_TOPIC
 
 
-def lead_model(settings: Settings) -> LoadedModel:
-    """The promoted lead model, or a small one trained into a temporary registry."""
+def lead_model(settings: Settings) -> tuple[LoadedModel, Path]:
+    """The promoted lead model and its registry, or a small one trained into a temporary one."""
     registry = Registry(settings.models_path)
     try:
-        return load_model(registry, "lead", FEATURE_SETS["lead"])
+        return load_model(registry, "lead", FEATURE_SETS["lead"]), settings.models_path
     except Exception:
         from ml.training.estimators import Hyperparameters
         from ml.training.pipeline import synthetic_training_data, train
 
-        scratch = Registry(Path(tempfile.mkdtemp(prefix="bench-leads-")))
+        root = Path(tempfile.mkdtemp(prefix="bench-leads-"))
+        scratch = Registry(root)
         hp = Hyperparameters(trees=60, forest_trees=60, epochs=5, seed=3)
         train("lead", synthetic_training_data("lead", 4000, seed=3), scratch, hp=hp)
-        return load_model(scratch, "lead", FEATURE_SETS["lead"])
+        return load_model(scratch, "lead", FEATURE_SETS["lead"]), root
 
 
 def lead_changes(count: int, seed: int = 11) -> list[RecordChanged]:
@@ -159,68 +160,80 @@ def count_committed(settings: Settings, topic: str) -> tuple[int, int]:
     return records, len(keys)
 
 
-async def run(settings: Settings, leads: int, batch: int) -> None:
-    """Append, qualify, and print the figures."""
+def run(settings: Settings, leads: int, batch: int, workers: int) -> None:
+    """Append, qualify with ``workers`` processes of ``sfe worker --role leads``, report."""
     prefix = f"bench-leads-{uuid.uuid4().hex[:8]}."
     TopicAdmin(settings.kafka_bootstrap).ensure(catalogue(prefix))
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        model = lead_model(settings)
+        model, model_dir = lead_model(settings)
         print(f"model {model.manifest.ref}; generating {leads:,} leads", flush=True)
         changes = lead_changes(leads)
         began = time.perf_counter()
         append(settings, prefix, changes)
         print(f"appended {leads:,} CDC events in {time.perf_counter() - began:.1f} s", flush=True)
-        handler = LeadQualificationHandler(model, LocalEnrichment(), LeadConfig())
-        processor = TransactionalBatchProcessor(
-            name="leads",
-            bootstrap=settings.kafka_bootstrap,
-            codec=Codec(topic_prefix=prefix),
-            topics=(LEAD_TOPIC,),
-            handler=handler,
-            topic_prefix=prefix,
-            batch_size=batch,
-        )
-        stop = asyncio.Event()
-        produced = 0
-        first_batch: float | None = None
-        original = processor.process
-
-        async def timed(messages):  # type: ignore[no-untyped-def]
-            nonlocal produced, first_batch
-            if first_batch is None:
-                first_batch = time.perf_counter()
-            stats = await original(messages)
-            produced += stats.produced
-            return stats
-
-        processor.process = timed  # type: ignore[method-assign]
-        task = asyncio.create_task(processor.run(stop))
-        topic = prefix + LEAD_TOPIC
-        while committed(settings, processor.group_id, topic) < leads:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.2)
+        env = {
+            **os.environ,
+            "SFE_TOPIC_PREFIX": prefix,
+            "SFE_MODEL_DIR": str(model_dir),
+            "SFE_METRICS_PORT": "0",
+            "SFE_WORKER_BATCH_SIZE": str(batch),
+            "SFE_LOG_LEVEL": "WARNING",
+        }
+        for _ in range(workers):
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "sfe.cli", "worker", "--role", "leads"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        group, topic = f"{prefix}sfe.worker.leads", prefix + LEAD_TOPIC
+        first: float | None = None
+        done = 0
+        while done < leads:
+            if any(p.poll() is not None for p in processes):
+                raise SystemExit("a worker process exited early")
+            done = committed(settings, group, topic)
+            if done and first is None:
+                first, first_done = time.perf_counter(), done
+            time.sleep(0.25)
         finished = time.perf_counter()
-        stop.set()
-        await task
-        assert first_batch is not None
-        elapsed = finished - first_batch
+        assert first is not None
+        elapsed = finished - first
         decisions, distinct = count_committed(settings, prefix + "decisions.leads")
+        produced = sum(
+            count_committed(settings, prefix + name)[0]
+            for name in (
+                "decisions.leads",
+                "predictions",
+                "commands.salesforce",
+                "commands.notifications",
+                "workflow.events",
+            )
+        )
+        rate = (leads - first_done) / elapsed
         print()
-        print("| leads | batch | seconds | CDC events/s | events appended | appended/s |")
-        print("|---|---|---|---|---|---|")
+        print("| leads | workers | batch | seconds | CDC events/s | events appended | appended/s |")
+        print("|---|---|---|---|---|---|---|")
         print(
-            f"| {leads:,} | {batch} | {elapsed:.1f} | {leads / elapsed:,.0f} | "
-            f"{produced:,} | {produced / elapsed:,.0f} |"
+            f"| {leads:,} | {workers} | {batch} | {elapsed:.1f} | {rate:,.0f} | "
+            f"{produced:,} | {produced * rate / leads:,.0f} |"
         )
         print(f"\ncommitted decisions: {decisions:,} for {distinct:,} distinct leads")
         if decisions != leads or distinct != leads:
             raise SystemExit("decision count does not match the leads appended")
     finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
         admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-        for future in admin.delete_topics(mine, operation_timeout=30).values():
-            future.result()
+        if mine:
+            for future in admin.delete_topics(mine, operation_timeout=30).values():
+                future.result()
 
 
 def main() -> None:
@@ -228,8 +241,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
     args = parser.parse_args()
-    asyncio.run(run(load_settings(), args.leads, args.batch))
+    run(load_settings(), args.leads, args.batch, args.workers)
 
 
 if __name__ == "__main__":
