@@ -9,9 +9,10 @@ events; consumers reading ``read_committed`` never see the aborted attempt. Inpu
 read ``read_committed`` too, so aborted ingest transactions never start a workflow.
 
 Why not a Faust stream for this path: Faust dispatches every record through its own
-task machinery, which on this project's 2-core reference machine tops out near 4,000
-records/s with no work at all (see BENCHMARKS.md); the lead path must sustain 5,000
-CDC events/s with scoring. The decision code is the same plain functions either way.
+task machinery, which on this project's 2-core reference machine delivered about 2,200
+records/s to an agent doing no work at all (BENCHMARKS.md); the lead path is meant to
+sustain 5,000 CDC events/s with scoring. The decision code is the same plain functions
+either way.
 
 A record that cannot be decoded goes to ``dlq.ingest`` with the reason, inside the
 same transaction as the batch's other output, and is counted; it never stops the
