@@ -38,6 +38,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import faust
+from confluent_kafka import Producer
 
 from agents import churn, onboarding, opportunity_insights, snapshots, upsell, usage
 from agents.base import Emission
@@ -150,34 +151,56 @@ class Worker:
 
 
 class Emitter:
-    """Appends emissions through the Faust producer and waits for the broker's ack."""
+    """Appends emissions with an idempotent librdkafka producer and waits for the acks.
 
-    def __init__(self, app: faust.App, codec: Codec, prefix: str) -> None:
-        self.app = app
+    Faust's own producer also carries the tables' changelogs; under load its buffer
+    backs up behind them, and an agent awaiting its emissions there stalled. Emissions
+    go through their own producer instead, flushed in a worker thread.
+    """
+
+    def __init__(self, bootstrap: str, codec: Codec, prefix: str) -> None:
         self.codec = codec
         self.prefix = prefix
-        self._topics: dict[str, Any] = {}
-
-    def _topic(self, name: str) -> Any:
-        if name not in self._topics:
-            self._topics[name] = self.app.topic(
-                self.prefix + name, key_serializer="raw", value_serializer="raw"
-            )
-        return self._topics[name]
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                "compression.type": "lz4",
+            }
+        )
 
     async def send(self, emissions: Sequence[Emission]) -> None:
         """Append every emission, in order, and return once all are acknowledged."""
-        pending = []
+        if not emissions:
+            return
+        failures: list[str] = []
+
+        def delivered(error: Any, _message: Any) -> None:
+            if error is not None:
+                failures.append(str(error))
+
         for emission in emissions:
             encoded = self.codec.encode(self.prefix + emission.topic, emission.event)
-            pending.append(
-                await self._topic(emission.topic).send(
-                    key=emission.key.encode(), value=encoded.value, headers=list(encoded.headers)
-                )
-            )
+            while True:
+                try:
+                    self.producer.produce(
+                        self.prefix + emission.topic,
+                        key=emission.key.encode(),
+                        value=encoded.value,
+                        headers=list(encoded.headers),
+                        on_delivery=delivered,
+                    )
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
             metrics.EVENTS_PRODUCED.labels(emission.topic).inc()
-        for future in pending:
-            await future
+        loop = asyncio.get_running_loop()
+        remaining = await loop.run_in_executor(None, self.producer.flush, 60.0)
+        if remaining or failures:
+            raise RuntimeError(
+                f"{remaining} emissions unacknowledged, errors: {'; '.join(failures[:3])}"
+            )
 
 
 async def _decode(worker: Worker, emitter: Emitter, agent: str, event: Any) -> Event | None:
@@ -275,7 +298,7 @@ def build_worker(
         Flows.from_settings(settings),
         models if models is not None else load_models(settings, roles),
     )
-    emitter = Emitter(app, codec, prefix)
+    emitter = Emitter(settings.kafka_bootstrap, codec, prefix)
 
     def source(name: str) -> Any:
         return app.topic(prefix + name, key_serializer="raw", value_serializer="raw")
