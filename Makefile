@@ -52,7 +52,7 @@ bench: migrate ## Run the benchmarks in bench/
 	if [ $${#benches[@]} -eq 0 ]; then echo "no benchmarks in bench/ yet"; exit 0; fi; \
 	for b in "$${benches[@]}"; do echo "== $$b"; $(BIN)/python "$$b" || exit 1; done
 
-demo: migrate ## Run the end-to-end demonstration (DEMO_ARGS="--duration 60 --rate 40 ...")
+demo: $(INSTALLED) ## Run the end-to-end demonstration (DEMO_ARGS="--duration 60 --rate 40 ...")
 	$(SFE) demo $(DEMO_ARGS)
 
 clean: stack-down ## Stop the stack and remove the virtualenv and local state

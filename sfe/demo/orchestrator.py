@@ -191,6 +191,8 @@ class Demo:
         self.folder = folder
         self.echo = echo
         self.summary: Summary | None = None
+        #: Whether this demo started Kafka and PostgreSQL (and so stops them at the end).
+        self.started_stack = False
         self.stop = threading.Event()
         self.children: Children | None = None
         self.observer: Observer | None = None
@@ -265,6 +267,7 @@ class Demo:
         logging.getLogger("alembic").setLevel(logging.WARNING)  # one line says it all
         if not all(status.running for status in local_stack.status(settings)):
             self.echo("starting the local stack (Kafka and PostgreSQL) ...")
+            self.started_stack = True
             try:
                 for status, _ in local_stack.up(settings):
                     self.echo(f"  {status.line()}")
@@ -672,6 +675,9 @@ class Demo:
             else:
                 if deleted:
                     self.echo(f"deleted the demo's {deleted} topics (--keep-topics keeps them)")
+        if self.started_stack and not leave_running:
+            for name, _stopped in local_stack.down(self.settings):
+                self.echo(f"stopped {name}, which this demo started")
 
     def _left_running(self, children: Children) -> None:
         pids = children.pids()
