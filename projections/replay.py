@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message
@@ -36,6 +37,7 @@ from sqlalchemy import Connection, Engine, Table, text
 from projections.postgres import READ_MODELS, PostgresProjection
 from projections.runner import store_positions, stored_positions
 from sfe import metrics
+from streams.topic_admin import while_leaders_settle
 
 STAGING_SUFFIX = "__rebuild"
 #: How long the swap waits to read what the live projection applied during the rebuild.
@@ -157,10 +159,12 @@ class Rebuild:
         if self.start is not None:
             stamp = int(self.start.timestamp() * 1000)
             wanted = [Partition(p.topic, p.partition, stamp) for p in partitions]
-            partitions = self._consumer.offsets_for_times(wanted, 30)
+            partitions = while_leaders_settle(lambda: self._consumer.offsets_for_times(wanted, 10))
         total = 0
         for partition in partitions:
-            low, high = self._consumer.get_watermark_offsets(partition, 30)
+            low, high = while_leaders_settle(
+                partial(self._consumer.get_watermark_offsets, partition, 10)
+            )
             if partition.offset < 0:
                 partition.offset = OFFSET_BEGINNING if self.start is None else high
             first = max(low, partition.offset)

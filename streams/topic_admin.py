@@ -11,9 +11,10 @@ of a keyed topic moves keys to other partitions and breaks per-key order.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
@@ -28,6 +29,8 @@ from confluent_kafka.admin import (
 from streams.topics import Topic
 
 _RETRY_PAUSE_S = 0.2
+
+T = TypeVar("T")
 
 
 class TopicAdminError(Exception):
@@ -208,3 +211,36 @@ def _drift(
 def _is_unknown_topic(exc: KafkaException) -> bool:
     error = exc.args[0] if exc.args else None
     return isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+_LEADERSHIP_IN_FLUX = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+def while_leaders_settle(call: Callable[[], T], timeout_s: float = 30.0) -> T:
+    """Run a metadata call, retrying while partition leadership is still settling.
+
+    A topic created moments ago, or a broker that just restarted, answers watermark
+    and offset look-ups with ``NOT_LEADER_FOR_PARTITION`` or ``LEADER_NOT_AVAILABLE``
+    for a short while; those pass, so the call is retried until ``timeout_s``.
+    Any other error is raised at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            settling = isinstance(error, KafkaError) and (
+                error.code() in _LEADERSHIP_IN_FLUX or error.retriable()
+            )
+            if not settling or time.monotonic() >= deadline:
+                raise
+            time.sleep(_RETRY_PAUSE_S)
