@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects.postgresql import insert
 
 from projections.tables import projection_offsets
+from streams.lag import ConfluentLag
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,11 @@ class ProjectionRunner:
         self.projection = projection
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
+        group = f"sfe-projection-{projection.name}"
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
-                "group.id": f"sfe-projection-{projection.name}",
+                "group.id": group,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
@@ -112,6 +114,7 @@ class ProjectionRunner:
             }
         )
         self._consumer.subscribe(list(projection.topics), on_assign=self._on_assign)
+        self._lag = ConfluentLag(self._consumer, group)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with self.engine.connect() as connection:
@@ -131,6 +134,7 @@ class ProjectionRunner:
     def process_batch(self) -> BatchResult:
         """Consume up to ``batch_size`` records and apply them with their positions in one transaction."""
         messages = self._consumer.consume(self.batch_size, self.poll_timeout_s)
+        self._lag.maybe_report()
         records: list[Message] = []
         for message in messages:
             error = message.error()

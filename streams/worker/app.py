@@ -61,6 +61,7 @@ from schema_registry.events import (
 )
 from sfe import metrics
 from sfe.settings import Settings
+from streams.lag import LagPublisher, faust_lags
 from streams.worker.accounts import AccountState, account_batch, upsell_flag_day
 from streams.worker.batch import TransactionalBatchProcessor
 from streams.worker.faust_transport import ReadCommittedTransport
@@ -69,6 +70,8 @@ from streams.worker.leads import LeadQualificationHandler, input_topics
 log = logging.getLogger(__name__)
 
 ROLES = ("leads", "opportunities", "onboarding", "accounts")
+FAUST_ROLES = frozenset(ROLES) - {"leads"}
+"""Roles run as Faust agents; the lead path is a batch consumer of its own."""
 PARTITIONS = 6
 DLQ_TOPIC = "dlq.ingest"
 TICK_TOPIC = "sfe.worker.onboarding.ticks"
@@ -311,7 +314,25 @@ def build_worker(
         _onboarding_agent(worker, emitter, source, tick_seconds)
     if "accounts" in roles:
         _account_agents(worker, emitter, source)
+    if set(roles) & FAUST_ROLES:
+        _lag_timer(worker)
     return worker
+
+
+def _lag_timer(worker: Worker, every_seconds: float = 5.0) -> None:
+    app = worker.app
+    publisher = LagPublisher(app.conf.id, worker.settings.topic_prefix)
+
+    @app.timer(interval=every_seconds)
+    async def report_consumer_lag() -> None:
+        monitor = app.monitor
+        publisher.publish(
+            faust_lags(
+                app.consumer.assignment(),
+                monitor.tp_end_offsets,
+                monitor.tp_committed_offsets,
+            )
+        )
 
 
 def _lead_task(worker: Worker) -> None:

@@ -47,6 +47,7 @@ from schema_registry.errors import UndecodableEvent
 from schema_registry.events import Event, RecordChanged
 from sfe import metrics
 from streams.ingest.appender import message_headers
+from streams.lag import ConfluentLag
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class TransactionalBatchProcessor:
             }
         )
         self._ready = False
-        self._last_lag_report = 0.0
+        self._lag = ConfluentLag(self.consumer, self.group_id, topic_prefix)
 
     @property
     def ready(self) -> bool:
@@ -158,7 +159,7 @@ class TransactionalBatchProcessor:
                 )
                 if messages:
                     await self.process(messages)
-                self._report_lag()
+                self._lag.maybe_report()
         finally:
             await loop.run_in_executor(None, self.close)
 
@@ -281,21 +282,3 @@ class TransactionalBatchProcessor:
         for (topic, partition), offset in first.items():
             if (topic, partition) in assigned:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
-
-    def _report_lag(self, every_seconds: float = 5.0) -> None:
-        now = time.monotonic()
-        if now - self._last_lag_report < every_seconds:
-            return
-        self._last_lag_report = now
-        assignment = self.consumer.assignment()
-        if not assignment:
-            return
-        for tp in self.consumer.position(assignment):
-            try:
-                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            except KafkaException:
-                continue
-            if tp.offset >= 0 and high >= 0:
-                metrics.CONSUMER_LAG.labels(
-                    self.group_id, tp.topic.removeprefix(self.prefix), str(tp.partition)
-                ).set(max(0, high - tp.offset))

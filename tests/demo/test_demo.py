@@ -31,16 +31,9 @@ from sfe.settings import Settings
 from streams.salesforce.auth import SalesforceAuthConfig
 from streams.salesforce.rest import connect
 from tests.kafka_helpers import delete_topics_with_prefix
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,17 +28,12 @@ from sfe.settings import Settings
 from streams.salesforce.auth import SalesforceAuthConfig
 from streams.salesforce.rest import connect, http_session
 from tests.kafka_helpers import consume_records, delete_topics_with_prefix
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 SFE = str(Path(sys.executable).parent / "sfe")
 PASSWORD, CLIENT_SECRET = "sfe-local-password", "sfe-local-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

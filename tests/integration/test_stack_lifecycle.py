@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from sfe.cli import main
 from sfe.settings import Settings, load_settings
 from sfe.stack import PostgresCluster
 from sfe.stack.process import is_our_process, port_open, read_pid
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +25,6 @@ def load_settings_from(env: dict[str, str]) -> Settings:
         for key, value in env.items():
             patch.setenv(key, value)
         return load_settings()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from schema_registry.events import (
     ChangeType,
@@ -20,6 +23,7 @@ from schema_registry.events import (
     WorkflowAdvanced,
 )
 from sfe.settings import Settings
+from tests.ports import free_port
 from tests.workers.support import WorkerProcess, append, change, read_events
 
 pytestmark = pytest.mark.integration
@@ -40,6 +44,23 @@ def opportunity(stage: str, **fields: object) -> dict[str, object]:
         "LeadSource": "Web",
         **fields,
     }
+
+
+def wait_for_lag(port: int, group: str, topic: str, timeout: float = 30) -> dict[str, float]:
+    """The ``sfe_consumer_lag_records`` samples of ``group`` on ``topic``, per partition."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        lag = {
+            sample.labels["partition"]: sample.value
+            for family in text_string_to_metric_families(body.decode())
+            if family.name == "sfe_consumer_lag_records"
+            for sample in family.samples
+            if sample.labels["group"] == group and sample.labels["topic"] == topic
+        }
+        if lag or time.monotonic() > deadline:
+            return lag
+        time.sleep(1)
 
 
 def writes(events: list[object], record_id: str) -> list[SalesforceWriteRequested]:
@@ -82,6 +103,7 @@ def test_stage_changes_get_insights_and_closed_won_completes_onboarding(
         [change("Opportunity", aborted, ChangeType.CREATE, opportunity("Prospecting"))],
         transactional_abort=True,
     )
+    metrics_port = free_port()
     spawn(
         "worker",
         "--role",
@@ -93,6 +115,7 @@ def test_stage_changes_get_insights_and_closed_won_completes_onboarding(
         # Deadlines count from the change's time; a slow start on a busy machine must
         # not turn into retries this test does not look at.
         SFE_ONBOARDING_STEP_TIMEOUT_SECONDS="900",
+        SFE_METRICS_PORT=str(metrics_port),
     )
     spawn("ecosystem", "respond")
 
@@ -157,6 +180,10 @@ def test_stage_changes_get_insights_and_closed_won_completes_onboarding(
     assert finished and finished[0].attributes["steps_completed"] == "50"
     # The echoed stage change started nothing beyond the CREATE's insight.
     assert not [w for w in writes(commands, echoed) if "Provisioning_Status__c" in w.fields]
+
+    # The agents' consumer group reports its lag per partition it holds.
+    lag = wait_for_lag(metrics_port, f"{prefix}sfe-worker", "sf.cdc.Opportunity")
+    assert lag and all(value >= 0 for value in lag.values())
 
 
 def test_churn_run_opens_cases_for_high_risk_accounts_once_per_day(
