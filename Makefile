@@ -30,8 +30,9 @@ stack-down: $(INSTALLED) ## Stop what `make stack-up` started
 migrate: stack-up ## Apply the database migrations
 	$(SFE) db upgrade
 
-tools: ## Fetch promtool into .stack/tools/ (alert rule and metrics checks)
-	scripts/fetch-promtool
+tools: ## Fetch promtool and amtool into .stack/tools/ (alert rule, metrics and routing checks)
+	scripts/fetch-debian-tool prometheus promtool
+	scripts/fetch-debian-tool prometheus-alertmanager amtool
 
 test: migrate tools ## Set everything up and run the whole test suite
 	@$(BIN)/pytest; status=$$?; \

@@ -1,4 +1,4 @@
-"""promtool, fetched on demand by scripts/fetch-promtool as `make tools` does."""
+"""promtool and amtool, fetched on demand by scripts/fetch-debian-tool as `make tools` does."""
 
 from __future__ import annotations
 
@@ -7,16 +7,30 @@ from pathlib import Path
 
 import pytest
 
-from tests.observability.support import FETCH_PROMTOOL, PROMTOOL
+from tests.observability.support import AMTOOL, FETCH_TOOL, PROMTOOL
+
+
+def _fetched(package: str, tool: Path) -> Path:
+    if not tool.exists():
+        result = subprocess.run(
+            [str(FETCH_TOOL), package, tool.name],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"scripts/fetch-debian-tool failed:\n{result.stdout}{result.stderr}")
+    return tool
 
 
 @pytest.fixture(scope="session")
 def promtool() -> Path:
     """The promtool binary, fetched first when missing (as `make tools` does)."""
-    if not PROMTOOL.exists():
-        result = subprocess.run(
-            [str(FETCH_PROMTOOL)], capture_output=True, text=True, timeout=600, check=False
-        )
-        if result.returncode != 0:
-            pytest.fail(f"scripts/fetch-promtool failed:\n{result.stdout}{result.stderr}")
-    return PROMTOOL
+    return _fetched("prometheus", PROMTOOL)
+
+
+@pytest.fixture(scope="session")
+def amtool() -> Path:
+    """The amtool binary, fetched first when missing (as `make tools` does)."""
+    return _fetched("prometheus-alertmanager", AMTOOL)

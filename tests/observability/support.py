@@ -1,4 +1,4 @@
-"""Paths of the monitoring configuration, promtool runs, and loaders for rules and dashboards."""
+"""Paths of the monitoring configuration, promtool and amtool runs, and loaders for rules and dashboards."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ ALERT_TESTS = DOCKER / "prometheus" / "alerts.test.yml"
 PROMETHEUS_CONFIG = DOCKER / "prometheus" / "prometheus.yml"
 DASHBOARDS = DOCKER / "grafana" / "dashboards"
 RUNBOOK = REPO / "docs" / "runbook.md"
-FETCH_PROMTOOL = REPO / "scripts" / "fetch-promtool"
+ALERTMANAGER_CONFIG = DOCKER / "alertmanager" / "alertmanager.yml"
+FETCH_TOOL = REPO / "scripts" / "fetch-debian-tool"
 PROMTOOL = REPO / ".stack" / "tools" / "promtool"
+AMTOOL = REPO / ".stack" / "tools" / "amtool"
 
 
 def run_promtool(

@@ -123,7 +123,7 @@ def test_alerts_name_only_jobs_prometheus_scrapes() -> None:
     assert named <= scraped
 
 
-def test_runbook_commands_work(promtool: Path) -> None:
+def test_runbook_commands_work(promtool: Path, amtool: Path) -> None:
     """The commands the runbook gives for checking the rules run as written."""
     blocks = re.findall(r"```bash\n(.*?)```", RUNBOOK.read_text(), flags=re.DOTALL)
     assert len(blocks) == 1

@@ -1,4 +1,4 @@
-"""scripts/fetch-promtool, against stand-ins for apt-get, dpkg and id on PATH."""
+"""scripts/fetch-debian-tool, against stand-ins for apt-get, dpkg and id on PATH."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.observability.support import FETCH_PROMTOOL
+from tests.observability.support import FETCH_TOOL
 
 APT_GET = """#!/usr/bin/env bash
 echo "apt-get $*" >> "$SHIM_LOG"
@@ -34,6 +34,7 @@ mkdir -p "$3/usr/bin"
 printf '#!/bin/sh\\necho "promtool, version 2.42.0+ds (from %s)"\\n' "$2" > "$3/usr/bin/promtool"
 chmod +x "$3/usr/bin/promtool"
 """
+PROMTOOL_ARGS = ("prometheus", "promtool")
 ID = """#!/usr/bin/env bash
 echo "$SHIM_UID"
 """
@@ -43,7 +44,7 @@ echo "$SHIM_UID"
 def sandbox(tmp_path: Path) -> Path:
     """A checkout holding only the script, with stand-in tools first on PATH."""
     (tmp_path / "repo" / "scripts").mkdir(parents=True)
-    shutil.copy2(FETCH_PROMTOOL, tmp_path / "repo" / "scripts" / "fetch-promtool")
+    shutil.copy2(FETCH_TOOL, tmp_path / "repo" / "scripts" / "fetch-debian-tool")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("apt-get", APT_GET), ("dpkg", DPKG), ("id", ID)):
@@ -54,7 +55,7 @@ def sandbox(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(sandbox: Path, uid: int, **env: str) -> subprocess.CompletedProcess[str]:
+def run(sandbox: Path, uid: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {
         **os.environ,
         "PATH": f"{sandbox / 'bin'}:{os.environ['PATH']}",
@@ -64,7 +65,7 @@ def run(sandbox: Path, uid: int, **env: str) -> subprocess.CompletedProcess[str]
         **env,
     }
     return subprocess.run(
-        [str(sandbox / "repo" / "scripts" / "fetch-promtool")],
+        [str(sandbox / "repo" / "scripts" / "fetch-debian-tool"), *(args or PROMTOOL_ARGS)],
         env=environment,
         capture_output=True,
         text=True,
@@ -119,7 +120,7 @@ def test_without_root_or_package_lists_says_what_to_install(sandbox: Path) -> No
     result = run(sandbox, uid=1000)
     assert result.returncode == 1
     assert calls(sandbox) == ["apt-get download prometheus"]
-    assert "'prometheus' package" in result.stderr
+    assert "install promtool yourself (Debian/Ubuntu: the 'prometheus' package)" in result.stderr
     assert "apt-get update" in result.stderr
     assert not promtool_in(sandbox).exists()
 
@@ -132,3 +133,18 @@ def test_a_failed_download_is_not_mistaken_for_missing_lists(sandbox: Path) -> N
     assert "Failed to fetch" in result.stderr
     assert "'prometheus' package" in result.stderr
     assert not promtool_in(sandbox).exists()
+
+
+def test_without_a_package_and_tool_says_what_to_type(sandbox: Path) -> None:
+    result = run(sandbox, 1000, "prometheus")
+    assert result.returncode == 2
+    assert "scripts/fetch-debian-tool prometheus promtool" in result.stderr
+    assert calls(sandbox) == []
+
+
+def test_a_package_without_the_tool_is_refused(sandbox: Path) -> None:
+    (sandbox / "state" / "lists").touch()
+    result = run(sandbox, 1000, "prometheus", "amtool")
+    assert result.returncode == 1
+    assert "holds no usr/bin/amtool" in result.stderr
+    assert not (sandbox / "repo" / ".stack" / "tools" / "amtool").exists()
