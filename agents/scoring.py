@@ -50,13 +50,15 @@ def score_records(
     One pass over plain arrays: the records' cleaned columns
     (:meth:`~ml.features.spec.FeatureSet.columns`), their occlusion attribution
     (:func:`~ml.explain.attribute`), then one :class:`Score` per record, equal to
-    building each from :func:`~ml.explain.explain_frame` of the feature frame.
+    building each from :func:`~ml.explain.explain_frame` of the feature frame. The
+    columns also join the model's drift window.
     """
     if not records:
         return []
     features = model.features.features
     names = [feature.name for feature in features]
     columns = model.features.columns(records, as_of)
+    model.drift.observe(columns, len(records))
     result = attribute(model, columns, len(records), top)
     typical = [format_value(model.manifest.baseline[name]) for name in names]
     # Cleaned columns hold float32 numbers or category strings, so the factors' values

@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from ml.drift import DriftWindow
 from ml.errors import FeatureMismatchError, ModelLoadError
 from ml.features.spec import FeatureSet, Record
 from ml.registry import MODEL_FILE, Manifest, Registry, sha256_file
@@ -115,6 +116,8 @@ class LoadedModel:
         self.path = path
         self._output = str(manifest.onnx["output"])
         self._column = int(manifest.onnx["column"])
+        self.drift = DriftWindow(features, manifest.drift_reference)
+        """The model's recent inputs, for their PSI against training (fed by scoring)."""
 
     @property
     def name(self) -> str:

@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     # Observability.
     metrics_bind: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # How often workers publish the PSI of their models' recent inputs (sfe_feature_psi).
+    drift_report_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("kafka_bootstrap")
     @classmethod

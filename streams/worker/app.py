@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -235,6 +236,46 @@ async def _decode(worker: Worker, emitter: Emitter, agent: str, event: Any) -> E
 def _observe_latency(change: RecordChanged) -> None:
     lag = time.time() - change.header.commit_timestamp.timestamp()
     metrics.PROCESSING_LATENCY.labels("decision").observe(max(0.0, lag))
+
+
+def publish_drift(models: Sequence[LoadedModel]) -> None:
+    """Set ``sfe_feature_psi`` of every feature of ``models`` from their drift windows."""
+    for model in models:
+        values = model.drift.psi()
+        for feature, value in (values or {}).items():
+            metrics.FEATURE_DRIFT.labels(model.name, feature).set(value)
+
+
+class DriftReporter:
+    """Publishes the models' input drift every ``every_seconds`` from a background thread.
+
+    A thread, not a Faust timer, so a worker running only the lead batch path (no Faust
+    app) reports too; the windows it reads are thread-safe.
+    """
+
+    def __init__(self, models: Sequence[LoadedModel], every_seconds: float) -> None:
+        """Report for ``models``; nothing happens until :meth:`start`."""
+        self.models = list(models)
+        self.every_seconds = every_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drift-reporter", daemon=True)
+
+    def start(self) -> DriftReporter:
+        """Start reporting; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reporting (the current report, if any, finishes)."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_seconds):
+            try:
+                publish_drift(self.models)
+            except Exception:  # a failed report must not end the reporting
+                log.exception("publishing feature drift failed")
 
 
 def ensure_internal_topics(settings: Settings) -> None:

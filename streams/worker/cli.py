@@ -63,7 +63,13 @@ def worker(ctx: click.Context, roles: tuple[str, ...], metrics_port: int | None)
     from faust.worker import Worker as FaustWorker
 
     from sfe.cli import settings_from
-    from streams.worker.app import ROLES, ModelMissing, build_worker, ensure_internal_topics
+    from streams.worker.app import (
+        ROLES,
+        DriftReporter,
+        ModelMissing,
+        build_worker,
+        ensure_internal_topics,
+    )
 
     settings = settings_from(ctx)
     if settings.log_level != "DEBUG":
@@ -89,6 +95,7 @@ def worker(ctx: click.Context, roles: tuple[str, ...], metrics_port: int | None)
         settings.metrics_bind, port, ready=lambda: all(p.ready for p in built.processors)
     ).start()
     click.echo(f"worker roles {', '.join(chosen)}; metrics at {server.url}/metrics", err=True)
+    drift = DriftReporter(list(built.models.values()), settings.drift_report_seconds).start()
     try:
         if set(chosen) == {"leads"}:
             # Only the batch path: no Faust agent to run, so no Faust consumer either.
@@ -102,6 +109,7 @@ def worker(ctx: click.Context, roles: tuple[str, ...], metrics_port: int | None)
                 redirect_stdouts=False,
             ).execute_from_commandline()
     finally:
+        drift.stop()
         server.stop()
 
 

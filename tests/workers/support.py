@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from schema_registry.codec import Codec
 from schema_registry.events import ChangeEventHeader, ChangeType, Event, RecordChanged
@@ -179,3 +182,25 @@ class WorkerProcess:
         """What the process printed so far."""
         self._file.flush()
         return self.log.read_text(errors="replace")
+
+
+def wait_for_samples(port: int, family: str, timeout: float = 30, **labels: str) -> list[Sample]:
+    """The samples of metric ``family`` with ``labels`` that a process on ``port`` serves.
+
+    Asks ``/metrics`` once a second until some appear or ``timeout`` passes (then the
+    empty list).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+        found = [
+            sample
+            for metric in text_string_to_metric_families(body)
+            if metric.name == family
+            for sample in metric.samples
+            if all(sample.labels.get(name) == value for name, value in labels.items())
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)

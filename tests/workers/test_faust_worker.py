@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from schema_registry.events import (
     ChangeType,
@@ -24,7 +21,13 @@ from schema_registry.events import (
 )
 from sfe.settings import Settings
 from tests.ports import free_port
-from tests.workers.support import WorkerProcess, append, change, read_events
+from tests.workers.support import (
+    WorkerProcess,
+    append,
+    change,
+    read_events,
+    wait_for_samples,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,23 +47,6 @@ def opportunity(stage: str, **fields: object) -> dict[str, object]:
         "LeadSource": "Web",
         **fields,
     }
-
-
-def wait_for_lag(port: int, group: str, topic: str, timeout: float = 30) -> dict[str, float]:
-    """The ``sfe_consumer_lag_records`` samples of ``group`` on ``topic``, per partition."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-        lag = {
-            sample.labels["partition"]: sample.value
-            for family in text_string_to_metric_families(body.decode())
-            if family.name == "sfe_consumer_lag_records"
-            for sample in family.samples
-            if sample.labels["group"] == group and sample.labels["topic"] == topic
-        }
-        if lag or time.monotonic() > deadline:
-            return lag
-        time.sleep(1)
 
 
 def writes(events: list[object], record_id: str) -> list[SalesforceWriteRequested]:
@@ -182,8 +168,13 @@ def test_stage_changes_get_insights_and_closed_won_completes_onboarding(
     assert not [w for w in writes(commands, echoed) if "Provisioning_Status__c" in w.fields]
 
     # The agents' consumer group reports its lag per partition it holds.
-    lag = wait_for_lag(metrics_port, f"{prefix}sfe-worker", "sf.cdc.Opportunity")
-    assert lag and all(value >= 0 for value in lag.values())
+    lag = wait_for_samples(
+        metrics_port,
+        "sfe_consumer_lag_records",
+        group=f"{prefix}sfe-worker",
+        topic="sf.cdc.Opportunity",
+    )
+    assert lag and all(sample.value >= 0 for sample in lag)
 
 
 def test_churn_run_opens_cases_for_high_risk_accounts_once_per_day(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from ml.features import LEAD
 from schema_registry.events import (
     ChangeType,
     EventDeadLettered,
@@ -20,7 +21,15 @@ from schema_registry.events import (
     WorkflowAdvanced,
 )
 from sfe.settings import Settings
-from tests.workers.support import WorkerProcess, append, append_raw, change, read_events
+from tests.ports import free_port
+from tests.workers.support import (
+    WorkerProcess,
+    append,
+    append_raw,
+    change,
+    read_events,
+    wait_for_samples,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +167,33 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     assert len(decisions) == total, f"{len(decisions)} committed decisions for {total} leads"
     assert len(ids) == total and max(ids.values()) == 1
     assert {d.subject for d in decisions} == {lead_id(i) for i in range(total)}
+
+
+def test_the_worker_publishes_its_consumer_lag_and_its_model_inputs_drift(
+    stack: Settings, prefix: str, spawn: Callable[..., WorkerProcess]
+) -> None:
+    total = 400
+    facts = [
+        change("Lead", lead_id(i), ChangeType.CREATE, lead(i, 50.0, NumberOfEmployees=10 + i))
+        for i in range(total)
+    ]
+    append(stack, prefix, "sf.cdc.Lead", facts)
+    port = free_port()
+    spawn(
+        "worker",
+        "--role",
+        "leads",
+        SFE_METRICS_PORT=str(port),
+        SFE_DRIFT_REPORT_SECONDS="1",
+    )
+    read_events(stack, prefix, "decisions.leads", lambda e: len(e) >= total, timeout=120)
+
+    lag = wait_for_samples(
+        port, "sfe_consumer_lag_records", group=f"{prefix}sfe.worker.leads", topic="sf.cdc.Lead"
+    )
+    assert lag and all(sample.value >= 0 for sample in lag)
+    drift = {s.labels["feature"]: s.value for s in wait_for_samples(port, "sfe_feature_psi")}
+    assert set(drift) == {feature.name for feature in LEAD.features}
+    assert all(value >= 0 for value in drift.values())
+    # Every lead says the same title, and titles of training data vary: a shift.
+    assert max(drift.values()) > 0.25
