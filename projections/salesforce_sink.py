@@ -10,6 +10,11 @@ permanent failure) in an outbox, and the consumed positions. The outbox is then
 published to ``command.results`` and ``dlq.salesforce`` and emptied; a crash between
 the two leaves the events in the outbox for the next start, under the same ids.
 
+Creates are upserts on an External ID holding the command id (``SFE_Command_Id__c``
+by default, :attr:`SalesforceSink.create_key_field`), so a create retried after its
+answer was lost, or re-sent after a crash before the commit, updates the record it
+made instead of making a second one.
+
 A command seen before is answered from memory without a call: ``ALREADY_APPLIED``
 (or its original rejection) under the id ``derived_event_id(command, sink,
 "result:repeat")``; a first execution's result has the purpose ``"result"``.
@@ -89,8 +94,16 @@ def result_event(
 class SalesforceSink:
     """A :class:`~projections.runner.Projection` whose effect is Salesforce writes."""
 
-    def __init__(self, name: str, codec: Codec, writer: CollectionsWriter) -> None:
+    def __init__(
+        self,
+        name: str,
+        codec: Codec,
+        writer: CollectionsWriter,
+        create_key_field: str = "SFE_Command_Id__c",
+    ) -> None:
+        """Apply commands as sink ``name``; creates upsert on ``create_key_field`` if set."""
         self.name = name
+        self.create_key_field = create_key_field
         self.codec = codec
         self.writer = writer
         self.prefix = codec.topic_prefix
@@ -165,15 +178,19 @@ class SalesforceSink:
                     )
         memory.store(connection, values, outcomes, self._outbox)
 
-    def _write(self, group: Group) -> list[RecordResult]:
-        if group.operation is SalesforceOperation.CREATE:
-            rows = [dict(record.values) for record in group.records]
-            call = self.writer.create
-        else:
+    def _call(self, group: Group) -> list[RecordResult]:
+        if group.operation is SalesforceOperation.UPDATE:
             rows = [{"Id": record.record_id, **record.values} for record in group.records]
-            call = self.writer.update
+            return self.writer.update(rows, group.sobject)
+        if not self.create_key_field:
+            return self.writer.create([dict(r.values) for r in group.records], group.sobject)
+        key = self.create_key_field
+        rows = [{**record.values, key: record.commands[0].id} for record in group.records]
+        return self.writer.upsert(rows, group.sobject, key)
+
+    def _write(self, group: Group) -> list[RecordResult]:
         try:
-            return call(rows, group.sobject)
+            return self._call(group)
         except ClientError as exc:
             if exc.status not in (400, 404):  # auth or org trouble: not the commands' fault
                 raise

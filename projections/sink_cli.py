@@ -64,7 +64,9 @@ def salesforce(ctx: click.Context) -> None:
     budget = ApiBudget(budget_settings(settings), stop)
     writer = CollectionsWriter(connect(auth_config(settings)), budget)
     codec = Codec.from_settings(settings, topic_prefix=settings.topic_prefix)
-    projection = SalesforceSink(settings.sink_name, codec, writer)
+    projection = SalesforceSink(
+        settings.sink_name, codec, writer, create_key_field=settings.sink_create_key_field
+    )
     runner = ProjectionRunner(
         settings.kafka_bootstrap, engine, projection, batch_size=settings.sink_batch_size
     )

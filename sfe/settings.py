@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     sink_slowdown_window: int = Field(default=5000, ge=0)
     sink_max_delay_seconds: float = Field(default=2.0, ge=0)
     sink_budget_probe_seconds: float = Field(default=60.0, gt=0)
+    # The External ID field (on every object the agents create: Task, Case) that the sink
+    # upserts creates on, holding the command id; empty: plain creates, which a lost
+    # answer can duplicate.
+    sink_create_key_field: str = Field(
+        default="SFE_Command_Id__c", pattern=r"^([A-Za-z][A-Za-z0-9_]*)?$", max_length=80
+    )
 
     # The workers (`sfe worker`): batch size of the lead path and the flows' thresholds.
     worker_batch_size: int = Field(default=2000, ge=1, le=50_000)

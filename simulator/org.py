@@ -67,6 +67,14 @@ class Org:
             raise SalesforceError("ENTITY_IS_DELETED", "entity is deleted", 404)
         return record
 
+    def find_by_external_id(self, obj: SObject, field: str, value: Any) -> list[str]:
+        """Ids of the live records of ``obj`` whose External ID ``field`` holds ``value``."""
+        return [
+            record_id
+            for record_id, record in self.records[obj.name].items()
+            if record.get(field) == value and not record["IsDeleted"]
+        ]
+
     def user_ids(self) -> list[str]:
         """Ids of every user of the org."""
         return list(self.records["User"])
@@ -114,12 +122,29 @@ class Transaction:
                     fields=[name],
                 )
 
+    def _check_unique(self, obj: SObject, data: dict[str, Any], record_id: str | None) -> None:
+        for field in obj.fields.values():
+            value = data.get(field.name)
+            if not field.external_id or value is None:
+                continue
+            holders = [
+                h for h in self.org.find_by_external_id(obj, field.name, value) if h != record_id
+            ]
+            if holders:
+                raise SalesforceError(
+                    "DUPLICATE_VALUE",
+                    f"duplicate value found: {field.name} duplicates value on record with id: "
+                    f"{holders[0]}",
+                    fields=[field.name],
+                )
+
     def create(self, sobject_name: str, body: dict[str, Any]) -> str:
         """Insert a record; returns its id."""
         obj = sobject(sobject_name)
         if obj is None:
             raise SalesforceError("NOT_FOUND", "The requested resource does not exist", 404)
         data = values.validate_input(obj, body, creating=True)
+        self._check_unique(obj, data, None)
         for field in obj.fields.values():
             if field.default is not None and data.get(field.name) is None and field.createable:
                 data[field.name] = field.default
@@ -155,6 +180,7 @@ class Transaction:
         record = self.org.get(obj.name, key)
         data = values.validate_input(obj, body, creating=False)
         self._check_references(obj, data)
+        self._check_unique(obj, data, key)
         before = dict(record)
         changed = [name for name, value in data.items() if record.get(name) != value]
         record.update(data)

@@ -33,6 +33,8 @@ class Field:
     reference_to: tuple[str, ...] = ()
     relationship_name: str | None = None
     custom: bool = False
+    external_id: bool = False
+    """An External ID: unique, and usable as the key of an upsert."""
 
     @property
     def restricted(self) -> bool:
@@ -55,11 +57,11 @@ class Field:
             "custom": self.custom,
             "defaultedOnCreate": self.default is not None,
             "defaultValue": self.default if self.type == "boolean" else None,
-            "externalId": False,
-            "idLookup": self.name == "Id",
+            "externalId": self.external_id,
+            "idLookup": self.name == "Id" or self.external_id,
             "filterable": True,
             "sortable": self.type not in ("textarea",),
-            "unique": False,
+            "unique": self.external_id,
             "calculated": not self.createable and not self.updateable and self.name != "Id",
             "picklistValues": [
                 {"active": True, "defaultValue": v == self.default, "label": v, "value": v}
@@ -97,6 +99,11 @@ def _ref(name: str, *targets: str, relationship: str, **kw: Any) -> Field:
 def _custom(name: str, type_: str, length: int = 0, **kw: Any) -> Field:
     return Field(name, type_, length=length, custom=True, **kw)
 
+
+# The pipeline's sink creates Tasks and Cases by upsert on this External ID (the id of
+# the command that asked for the record), so a create retried after a lost answer
+# finds the record it made instead of making another.
+_COMMAND_KEY = _custom("SFE_Command_Id__c", "string", 36, external_id=True)
 
 _SYSTEM = (
     Field("Id", "id", length=18, createable=False, updateable=False),
@@ -235,6 +242,7 @@ _OBJECTS: dict[str, tuple[Field, ...]] = {
         Field("Priority", "picklist", length=255, default="Medium", picklist=("High", "Medium", "Low")),
         Field("Origin", "picklist", length=255, picklist=("Phone", "Email", "Web")),
         _ref("AccountId", "Account", relationship="Account"), _ref("ContactId", "Contact", relationship="Contact"),
+        _COMMAND_KEY,
     ),
     "Task": (
         _text("Subject", 255), Field("Description", "textarea", length=32000), _OWNER,
@@ -244,6 +252,7 @@ _OBJECTS: dict[str, tuple[Field, ...]] = {
         Field("ActivityDate", "date"),
         _ref("WhoId", "Contact", "Lead", relationship="Who"),
         _ref("WhatId", "Account", "Opportunity", "Case", relationship="What"),
+        _COMMAND_KEY,
     ),
 }  # fmt: skip
 

@@ -7,9 +7,10 @@ nears the configured reserve and stops at the reserve: it then waits, asking
 ``limits`` once per probe interval, until the budget returns; nothing is dropped,
 the batch in hand is simply held. :class:`CollectionsWriter` retries
 ``REQUEST_LIMIT_EXCEEDED``, HTTP 429 and 5xx, timeouts and dropped connections with
-exponential backoff and full jitter, for as long as the sink runs (a field update is
-idempotent; a create whose answer was lost may be created twice, as Collections offer
-no idempotency key). ``INVALID_SESSION_ID`` is handled below it by the client of
+exponential backoff and full jitter, for as long as the sink runs. A field update is
+idempotent; a create is made idempotent by :meth:`CollectionsWriter.upsert` on an
+External ID holding the command id (a retried create finds the record its lost answer
+was about). ``INVALID_SESSION_ID`` is handled below it by the client of
 :func:`streams.salesforce.rest.connect`, which logs in again.
 """
 
@@ -147,8 +148,14 @@ class CollectionsWriter:
         """POST new ``records`` in calls of up to 200."""
         return self._write("POST", sobject, records)
 
+    def upsert(
+        self, records: Sequence[Mapping[str, Any]], sobject: str, key_field: str
+    ) -> list[RecordResult]:
+        """Create or update ``records`` matched on the External ID ``key_field``."""
+        return self._write("PATCH", sobject, records, f"/{sobject}/{key_field}")
+
     def _write(
-        self, method: str, sobject: str, records: Sequence[Mapping[str, Any]]
+        self, method: str, sobject: str, records: Sequence[Mapping[str, Any]], path: str = ""
     ) -> list[RecordResult]:
         results: list[RecordResult] = []
         for start in range(0, len(records), MAX_RECORDS):
@@ -157,7 +164,7 @@ class CollectionsWriter:
                 for record in records[start : start + MAX_RECORDS]
             ]
             body = {"allOrNone": False, "records": chunk}
-            answer = self._call(method, body)
+            answer = self._call(method, body, path)
             results.extend(
                 RecordResult(
                     bool(item.get("success")),
@@ -175,7 +182,7 @@ class CollectionsWriter:
             )
         return results
 
-    def _call(self, method: str, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _call(self, method: str, body: Mapping[str, Any], path: str = "") -> list[dict[str, Any]]:
         attempt = 0
         while True:
             self.budget.pace(self.sf)
@@ -183,7 +190,7 @@ class CollectionsWriter:
             started = time.monotonic()
             try:
                 answer = self.sf.restful(
-                    "composite/sobjects", method=method, json=body, timeout=self.timeout_s
+                    "composite/sobjects" + path, method=method, json=body, timeout=self.timeout_s
                 )
                 return list(answer or [])
             except ClientError as exc:

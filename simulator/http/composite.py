@@ -66,6 +66,10 @@ def _apply(
         record_id = str(body.pop("Id"))
         tx.update(name, record_id, body)
         return record_id, False
+    obj = sobject(name)
+    key = obj.field(external or "") if obj is not None and external != "Id" else None
+    if key is not None and key.external_id:
+        return _upsert_by_external_id(tx, name, key.name, body)
     if external != "Id":
         raise SalesforceError(
             "INVALID_FIELD",
@@ -75,6 +79,30 @@ def _apply(
         record_id = str(body.pop("Id"))
         tx.update(name, record_id, body)
         return record_id, False
+    return tx.create(name, body), True
+
+
+def _upsert_by_external_id(
+    tx: Transaction, name: str, field: str, body: dict[str, Any]
+) -> tuple[str, bool]:
+    """Update the one record whose ``field`` holds the body's value, or create it."""
+    value = body.get(field)
+    if value in (None, ""):
+        raise SalesforceError(
+            "MISSING_ARGUMENT", f"{field} not specified in an upsert call", fields=[field]
+        )
+    obj = sobject(name)
+    assert obj is not None
+    matches = tx.org.find_by_external_id(obj, field, value)
+    if len(matches) > 1:
+        raise SalesforceError(
+            "DUPLICATE_EXTERNAL_ID",
+            f"{field}: more than one record found for external id field: {matches}",
+            fields=[field],
+        )
+    if matches:
+        tx.update(name, matches[0], {k: v for k, v in body.items() if k != "Id"})
+        return matches[0], False
     return tx.create(name, body), True
 
 

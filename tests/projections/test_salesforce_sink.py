@@ -159,12 +159,13 @@ class RunningSink:
         prefix: str,
         budget: BudgetSettings = FAST_BUDGET,
         timeout_s: float = 60.0,
+        name: str | None = None,
     ) -> None:
         self.stop = threading.Event()
         self.budget = ApiBudget(budget, self.stop)
         self.sf = connect(auth_for(sim))
         writer = CollectionsWriter(self.sf, self.budget, timeout_s=timeout_s, backoff_base_s=0.05)
-        sink = SalesforceSink(f"test-{prefix}", Codec(topic_prefix=prefix), writer)
+        sink = SalesforceSink(name or f"test-{prefix}", Codec(topic_prefix=prefix), writer)
         self.runner = ProjectionRunner(stack.kafka_bootstrap, engine, sink, batch_size=2000)
         producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
         self.thread = threading.Thread(
@@ -262,6 +263,34 @@ def test_protected_fields_salesforce_errors_and_creates(
     assert undecodable.original_value == b"not a command"
     assert by_cause[unknown.id].outcome is CommandOutcome.REJECTED
     assert by_cause[unknown.id].errors[0].status_code == "INVALID_FIELD"
+
+
+def test_a_create_sent_again_after_a_lost_commit_makes_no_second_record(
+    stack: Settings, engine: Engine, sim: RunningSimulator, prefix: str
+) -> None:
+    (lead,) = create_leads(connect(auth_for(sim)), 1)
+    task = SalesforceWriteRequested(
+        id=str(uuid.uuid4()),
+        source="test",
+        subject=lead,
+        time=datetime.now(UTC),
+        operation=SalesforceOperation.CREATE,
+        sobject="Task",
+        record_id=None,
+        fields={"Subject": "Call the lead", "WhoId": lead},
+    )
+    send(stack, prefix, [task])
+    with RunningSink(stack, engine, sim, prefix, name=f"first-{prefix}"):
+        (first,) = results(stack, prefix, 1)
+    # A sink that never recorded the create (its commit was lost in a crash after
+    # Salesforce answered) sends it again: the upsert on the command id finds the record.
+    with RunningSink(stack, engine, sim, prefix, name=f"again-{prefix}"):
+        _, again = results(stack, prefix, 2)
+    assert first.outcome is again.outcome is CommandOutcome.APPLIED
+    assert first.salesforce_id == again.salesforce_id
+    tasks = [t for t in sim.state.org.records["Task"].values() if t["WhoId"] == lead]
+    assert len(tasks) == 1
+    assert tasks[0]["SFE_Command_Id__c"] == task.id and tasks[0]["Subject"] == "Call the lead"
 
 
 def test_server_errors_request_limit_and_expired_sessions_are_retried_without_loss(

@@ -163,6 +163,48 @@ def test_collections_all_or_none(sf: Salesforce) -> None:
         sf.restful("composite/sobjects", method="POST", json={"records": too_many})
 
 
+def test_collections_upsert_on_an_external_id(sf: Salesforce) -> None:
+    key = "5f0e8c1e-0000-4000-8000-000000000001"
+    task = {"attributes": {"type": "Task"}, "SFE_Command_Id__c": key, "Subject": "Call back"}
+    first = sf.restful(
+        "composite/sobjects/Task/SFE_Command_Id__c",
+        method="PATCH",
+        json={"allOrNone": False, "records": [task]},
+    )
+    assert first[0]["success"] and first[0]["created"] is True
+    again = sf.restful(
+        "composite/sobjects/Task/SFE_Command_Id__c",
+        method="PATCH",
+        json={"allOrNone": False, "records": [{**task, "Subject": "Call back today"}]},
+    )
+    assert again[0] == {"id": first[0]["id"], "success": True, "errors": [], "created": False}
+    found = sf.query(f"SELECT Id, Subject FROM Task WHERE SFE_Command_Id__c = '{key}'")
+    assert [r["Subject"] for r in found["records"]] == ["Call back today"]
+    describe = {f["name"]: f for f in sf.Task.describe()["fields"]}
+    assert describe["SFE_Command_Id__c"]["externalId"] is True
+    assert describe["SFE_Command_Id__c"]["unique"] is True
+
+
+def test_external_id_values_are_unique_and_required_for_upsert(sf: Salesforce) -> None:
+    key = "5f0e8c1e-0000-4000-8000-000000000002"
+    sf.Case.create({"Subject": "First", "SFE_Command_Id__c": key})
+    with pytest.raises(SalesforceMalformedRequest) as raised:
+        sf.Case.create({"Subject": "Second", "SFE_Command_Id__c": key})
+    assert _error(raised)["errorCode"] == "DUPLICATE_VALUE"
+    missing = sf.restful(
+        "composite/sobjects/Case/SFE_Command_Id__c",
+        method="PATCH",
+        json={"records": [{"attributes": {"type": "Case"}, "Subject": "No key"}]},
+    )
+    assert missing[0]["errors"][0]["statusCode"] == "MISSING_ARGUMENT"
+    not_external = sf.restful(
+        "composite/sobjects/Case/Subject",
+        method="PATCH",
+        json={"records": [{"attributes": {"type": "Case"}, "Subject": "x"}]},
+    )
+    assert not_external[0]["errors"][0]["statusCode"] == "INVALID_FIELD"
+
+
 def test_composite_with_references(sf: Salesforce) -> None:
     body = {
         "allOrNone": True,
