@@ -46,6 +46,17 @@ class Faults:
     fail_next: int = 0
     fail_status: int = 503
     latency_seconds: float = 0.0
+    locked_rows: int = 0
+
+    def row_lock(self, record: str) -> SalesforceError | None:
+        """``UNABLE_TO_LOCK_ROW`` for the next record write, while row locks are armed."""
+        if self.locked_rows <= 0:
+            return None
+        self.locked_rows -= 1
+        return SalesforceError(
+            "UNABLE_TO_LOCK_ROW",
+            f"unable to obtain exclusive access to this record or 1 records: {record}",
+        )
 
     def next_failure(self, limit: int) -> SalesforceError | None:
         """The error the next call must get, if a failure is armed."""

@@ -1,4 +1,4 @@
-"""Budget-aware, retrying sObject Collections writes (PATCH updates, POST creates).
+"""Budget-aware, retrying sObject Collections writes (updates, creates and upserts).
 
 :class:`ApiBudget` reads ``Sforce-Limit-Info: api-usage=N/M`` from every response of
 the client's HTTP session (a ``requests`` response hook, so simple-salesforce's own
@@ -7,8 +7,10 @@ nears the configured reserve and stops at the reserve: it then waits, asking
 ``limits`` once per probe interval, until the budget returns; nothing is dropped,
 the batch in hand is simply held. :class:`CollectionsWriter` retries
 ``REQUEST_LIMIT_EXCEEDED``, HTTP 429 and 5xx, timeouts and dropped connections with
-exponential backoff and full jitter, for as long as the sink runs. A field update is
-idempotent; a create is made idempotent by :meth:`CollectionsWriter.upsert` on an
+exponential backoff and full jitter, for as long as the sink runs; records that fail
+alone with a transient error (``UNABLE_TO_LOCK_ROW``: another transaction holds the
+row) are written again in a smaller call, a few times, before their error counts. A
+field update is idempotent; a create is made idempotent by :meth:`CollectionsWriter.upsert` on an
 External ID holding the command id (a retried create finds the record its lost answer
 was about). ``INVALID_SESSION_ID`` is handled below it by the client of
 :func:`streams.salesforce.rest.connect`, which logs in again.
@@ -115,6 +117,33 @@ class RecordResult:
     errors: tuple[SalesforceError, ...]
 
 
+#: Record errors that pass: the record is written again, with backoff, before giving up.
+TRANSIENT_RECORD_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW"})
+
+
+def _record_result(item: Mapping[str, Any]) -> RecordResult:
+    return RecordResult(
+        bool(item.get("success")),
+        item.get("id"),
+        tuple(
+            SalesforceError(
+                status_code=str(error.get("statusCode", "UNKNOWN")),
+                message=str(error.get("message", "")),
+                fields=tuple(error.get("fields") or ()),
+            )
+            for error in item.get("errors") or ()
+        ),
+    )
+
+
+def _transient(result: RecordResult) -> bool:
+    return (
+        not result.success
+        and bool(result.errors)
+        and all(error.status_code in TRANSIENT_RECORD_ERRORS for error in result.errors)
+    )
+
+
 def _error_code(exc: ClientError) -> str:
     content = exc.content
     if isinstance(content, list) and content and isinstance(content[0], dict):
@@ -132,8 +161,11 @@ class CollectionsWriter:
         timeout_s: float = 60.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 60.0,
+        record_retries: int = 5,
     ) -> None:
+        """Write through ``sf`` within ``budget``; records locked by others are retried."""
         self.sf = sf
+        self.record_retries = record_retries
         self.budget = budget
         self.timeout_s = timeout_s
         self.backoff_base_s = backoff_base_s
@@ -163,24 +195,37 @@ class CollectionsWriter:
                 {"attributes": {"type": sobject}, **record}
                 for record in records[start : start + MAX_RECORDS]
             ]
-            body = {"allOrNone": False, "records": chunk}
-            answer = self._call(method, body, path)
-            results.extend(
-                RecordResult(
-                    bool(item.get("success")),
-                    item.get("id"),
-                    tuple(
-                        SalesforceError(
-                            status_code=str(error.get("statusCode", "UNKNOWN")),
-                            message=str(error.get("message", "")),
-                            fields=tuple(error.get("fields") or ()),
-                        )
-                        for error in item.get("errors") or ()
-                    ),
-                )
-                for item in answer
-            )
+            results.extend(self._write_chunk(method, chunk, path))
         return results
+
+    def _write_chunk(
+        self, method: str, chunk: Sequence[Mapping[str, Any]], path: str
+    ) -> list[RecordResult]:
+        """One call for ``chunk``, then calls for the records that failed transiently."""
+        answers: list[RecordResult | None] = [None] * len(chunk)
+        pending = list(range(len(chunk)))
+        attempt = 0
+        while pending:
+            body = {"allOrNone": False, "records": [chunk[i] for i in pending]}
+            again: list[int] = []
+            for index, item in zip(pending, self._call(method, body, path), strict=True):
+                result = _record_result(item)
+                if _transient(result) and attempt < self.record_retries:
+                    again.append(index)
+                else:
+                    answers[index] = result
+            pending = again
+            if pending:
+                delay = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
+                attempt += 1
+                log.warning(
+                    "retrying %d records after UNABLE_TO_LOCK_ROW in %.2fs (attempt %d)",
+                    len(pending),
+                    delay,
+                    attempt,
+                )
+                self.budget.wait(delay)
+        return [answer for answer in answers if answer is not None]
 
     def _call(self, method: str, body: Mapping[str, Any], path: str = "") -> list[dict[str, Any]]:
         attempt = 0

@@ -19,7 +19,7 @@ from simulator.state import Simulator
 
 ACTIONS = (
     "drop_connections", "forget_clients", "expire_sessions", "fail_next", "request_limit",
-    "latency", "gap", "clear", "purge_events",
+    "latency", "gap", "clear", "purge_events", "lock_rows",
 )  # fmt: skip
 
 
@@ -46,6 +46,9 @@ def apply_fault(state: Simulator, body: dict[str, Any]) -> dict[str, Any]:
         if "limit" in body:
             state.budget.limit = int(body["limit"])
         return {"used": state.budget.used, "limit": state.budget.limit}
+    if action == "lock_rows":
+        faults.locked_rows = int(body.get("count", 1))
+        return {"locked_rows": faults.locked_rows}
     if action == "latency":
         faults.latency_seconds = float(body.get("ms", 0)) / 1000
         return {"latency_ms": faults.latency_seconds * 1000}
@@ -55,7 +58,7 @@ def apply_fault(state: Simulator, body: dict[str, Any]) -> dict[str, Any]:
         state.bus.purge()
         return {"purged": True}
     if action == "clear":
-        faults.fail_next, faults.latency_seconds = 0, 0.0
+        faults.fail_next, faults.latency_seconds, faults.locked_rows = 0, 0.0, 0
         return {"cleared": True}
     raise SalesforceError(
         "INVALID_INPUT", f"unknown action {action!r}; one of {', '.join(ACTIONS)}"

@@ -106,6 +106,12 @@ def _upsert_by_external_id(
     return tx.create(name, body), True
 
 
+def _describe(item: Any) -> str:
+    if isinstance(item, dict):
+        return str(item.get("Id") or item.get("id") or "new record")
+    return str(item)
+
+
 async def collections(request: web.Request) -> web.Response:
     """Create, update, upsert or delete up to 200 records in one transaction."""
     state, who = sim(request), caller(request)
@@ -133,6 +139,9 @@ async def collections(request: web.Request) -> web.Response:
         with state.org.transaction(who.user_id, who.origin) as tx:
             for item in items:
                 try:
+                    locked = state.faults.row_lock(_describe(item)) if method != "GET" else None
+                    if locked is not None:
+                        raise locked
                     record_id, created = _apply(request, tx, method, item, external)
                     result: dict[str, Any] = {"id": record_id, "success": True, "errors": []}
                     if external is not None:

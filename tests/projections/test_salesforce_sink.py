@@ -426,3 +426,38 @@ def test_timeouts_are_retried(
     assert {r.outcome for r in everything} == {CommandOutcome.APPLIED}
     assert len(everything) == 200
     assert lead_field(sim, leads[-1], "AI_Reasoning__c") == commands[-1].fields["AI_Reasoning__c"]
+
+
+def test_records_locked_by_another_transaction_are_written_again(
+    stack: Settings, engine: Engine, sim: RunningSimulator, prefix: str
+) -> None:
+    leads = create_leads(connect(auth_for(sim)), 200)
+    commands = score_commands(leads, seed=11)
+    send(stack, prefix, commands)
+    apply_fault(sim.state, {"action": "lock_rows", "count": 7})
+    used = sim.state.budget.used
+    with RunningSink(stack, engine, sim, prefix):
+        everything = results(stack, prefix, 200)
+    assert {r.outcome for r in everything} == {CommandOutcome.APPLIED}
+    assert sim.state.faults.locked_rows == 0
+    # One call for the 200 records, one more for the 7 that were locked.
+    assert sim.state.budget.used - used == 2
+    for lead, command in zip(leads, commands, strict=True):
+        record = sim.state.org.records["Lead"][lead]
+        assert {name: record[name] for name in AI_FIELDS} == dict(command.fields)
+
+
+def test_a_row_locked_for_good_is_rejected_after_the_retries(
+    stack: Settings, engine: Engine, sim: RunningSimulator, prefix: str
+) -> None:
+    (lead,) = create_leads(connect(auth_for(sim)), 1)
+    (command,) = score_commands([lead], seed=3)
+    send(stack, prefix, [command])
+    apply_fault(sim.state, {"action": "lock_rows", "count": 1000})
+    with RunningSink(stack, engine, sim, prefix):
+        (result,) = results(stack, prefix, 1)
+        (letter,) = read(stack, prefix, "dlq.salesforce", 1)
+    assert result.outcome is CommandOutcome.REJECTED
+    assert result.errors[0].status_code == "UNABLE_TO_LOCK_ROW"
+    assert 1000 - sim.state.faults.locked_rows == 6, "the first write and five retries"
+    assert "UNABLE_TO_LOCK_ROW" in letter.reason
