@@ -1,4 +1,4 @@
-"""API calls the Salesforce sink spends per 10,000 field updates (sObject Collections).
+"""API calls the Salesforce sink spends per 10,000 field updates (Collections or Bulk 2.0).
 
 Starts the org simulator in-process, creates 2,000 leads, and sends the sink 10,000
 AI-field updates in two shapes: 2,000 commands of five fields, and 10,000 commands of
@@ -7,7 +7,9 @@ same command ids (a replay) and once more with new ids and the same values (alre
 current). The simulator counts the calls, as Salesforce would bill them. Needs the
 local stack (``sfe stack up && sfe db upgrade``); topics go under a fresh prefix.
 
-Usage: ``.venv/bin/python bench/bench_sink.py [--leads 2000]``. Prints a Markdown table.
+Usage: ``.venv/bin/python bench/bench_sink.py [--leads 2000] [--bulk-threshold N]
+[--batch-size N]``: with a threshold, updates of a batch's record group at least that
+large go through a Bulk API 2.0 job. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -74,7 +76,14 @@ def commands_for(leads: list[str], fields_per_command: int) -> list[SalesforceWr
 class Bench:
     """One simulator, one topic prefix and one sink for a scenario."""
 
-    def __init__(self, settings: Settings, engine: Engine, sim: RunningSimulator) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        sim: RunningSimulator,
+        bulk_threshold: int = 0,
+        batch_size: int = 2000,
+    ) -> None:
         self.settings, self.sim = settings, sim
         self.prefix = f"bench.{uuid.uuid4().hex[:8]}."
         TopicAdmin(settings.kafka_bootstrap).ensure(catalogue(self.prefix))
@@ -91,8 +100,12 @@ class Bench:
         writer = CollectionsWriter(
             connect(auth_for(sim)), ApiBudget(BudgetSettings(reserve=0), self.stop)
         )
-        sink = SalesforceSink(f"bench-{self.prefix}", self.codec, writer)
-        self.runner = ProjectionRunner(settings.kafka_bootstrap, engine, sink, batch_size=2000)
+        sink = SalesforceSink(
+            f"bench-{self.prefix}", self.codec, writer, bulk_threshold=bulk_threshold
+        )
+        self.runner = ProjectionRunner(
+            settings.kafka_bootstrap, engine, sink, batch_size=batch_size
+        )
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
         self.thread = threading.Thread(
             target=run_sink, args=(self.runner, sink, engine, producer, self.stop), daemon=True
@@ -133,6 +146,13 @@ def main() -> None:
     """Run both shapes and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=2000)
+    parser.add_argument(
+        "--bulk-threshold",
+        type=int,
+        default=0,
+        help="records per group from which updates go through Bulk API 2.0 (0: never)",
+    )
+    parser.add_argument("--batch-size", type=int, default=2000, help="commands per sink batch")
     args = parser.parse_args()
     settings = load_settings()
     engine = create_engine(settings.sqlalchemy_url())
@@ -155,7 +175,7 @@ def main() -> None:
                     sf.restful("composite/sobjects", method="POST", json={"records": batch}) or []
                 )
                 leads.extend(item["id"] for item in answer)
-            bench = Bench(settings, engine, sim)
+            bench = Bench(settings, engine, sim, args.bulk_threshold, args.batch_size)
             commands = commands_for(leads, per_command)
             fresh = [
                 SalesforceWriteRequested(**{**vars(c), "id": str(uuid.uuid4())}) for c in commands

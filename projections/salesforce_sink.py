@@ -3,7 +3,8 @@
 Each batch the :class:`~projections.runner.ProjectionRunner` consumes is decoded,
 planned (:mod:`projections.salesforce.plan`) against what the sink remembers in
 PostgreSQL (:mod:`projections.salesforce.memory`), and only the fields whose target does not already hold the value are
-written, through sObject Collections (:mod:`projections.salesforce.writer`). After
+written, through sObject Collections (:mod:`projections.salesforce.writer`), or a Bulk
+API 2.0 job for large updates (:mod:`projections.salesforce.bulk`). After
 Salesforce answered, one transaction stores the values written, the handled command
 ids with their outcomes, one ``CommandExecuted`` per command (and a dead letter per
 permanent failure) in an outbox, and the consumed positions. The outbox is then
@@ -35,6 +36,7 @@ from sqlalchemy import Connection, Engine
 
 from projections.runner import ProjectionRunner
 from projections.salesforce import memory
+from projections.salesforce.bulk import BulkUpdater
 from projections.salesforce.plan import Group, plan
 from projections.salesforce.writer import CollectionsWriter, RecordResult, SinkInterrupted
 from schema_registry.codec import Codec
@@ -100,10 +102,18 @@ class SalesforceSink:
         codec: Codec,
         writer: CollectionsWriter,
         create_key_field: str = "SFE_Command_Id__c",
+        bulk_threshold: int = 0,
     ) -> None:
-        """Apply commands as sink ``name``; creates upsert on ``create_key_field`` if set."""
+        """Apply commands as sink ``name``.
+
+        Creates upsert on ``create_key_field`` if set; updates of ``bulk_threshold``
+        records or more (of one object and field set) go through Bulk API 2.0 if it is
+        not 0.
+        """
         self.name = name
         self.create_key_field = create_key_field
+        self.bulk_threshold = bulk_threshold
+        self.bulk = BulkUpdater(writer) if bulk_threshold > 0 else None
         self.codec = codec
         self.writer = writer
         self.prefix = codec.topic_prefix
@@ -181,12 +191,25 @@ class SalesforceSink:
     def _call(self, group: Group) -> list[RecordResult]:
         if group.operation is SalesforceOperation.UPDATE:
             rows = [{"Id": record.record_id, **record.values} for record in group.records]
+            if self.bulk is not None and len(rows) >= self.bulk_threshold:
+                return self._bulk_update(self.bulk, rows, group.sobject)
             return self.writer.update(rows, group.sobject)
         if not self.create_key_field:
             return self.writer.create([dict(r.values) for r in group.records], group.sobject)
         key = self.create_key_field
         rows = [{**record.values, key: record.commands[0].id} for record in group.records]
         return self.writer.upsert(rows, group.sobject, key)
+
+    def _bulk_update(
+        self, bulk: BulkUpdater, rows: list[dict[str, Any]], sobject: str
+    ) -> list[RecordResult]:
+        """Through one Bulk job; what it left undone or locked goes through Collections."""
+        answers = bulk.update(rows, sobject)
+        left = [index for index, answer in enumerate(answers) if answer is None]
+        retried = self.writer.update([rows[index] for index in left], sobject) if left else []
+        for index, answer in zip(left, retried, strict=True):
+            answers[index] = answer
+        return [answer for answer in answers if answer is not None]
 
     def _write(self, group: Group) -> list[RecordResult]:
         try:

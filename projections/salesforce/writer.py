@@ -23,9 +23,9 @@ import random
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from simple_salesforce import Salesforce
@@ -36,12 +36,17 @@ from sfe import metrics
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 MAX_RECORDS = 200
 
 
 class SinkInterrupted(Exception):
     """The sink was asked to stop while waiting for budget or a retry (control flow)."""
+
+
+class TransientCallError(Exception):
+    """A request failed in a way that passes, and the caller asked to recover it itself."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,8 @@ def _record_result(item: Mapping[str, Any]) -> RecordResult:
     )
 
 
-def _transient(result: RecordResult) -> bool:
+def is_transient(result: RecordResult) -> bool:
+    """Whether a record failed only with errors that pass (a locked row)."""
     return (
         not result.success
         and bool(result.errors)
@@ -210,7 +216,7 @@ class CollectionsWriter:
             again: list[int] = []
             for index, item in zip(pending, self._call(method, body, path), strict=True):
                 result = _record_result(item)
-                if _transient(result) and attempt < self.record_retries:
+                if is_transient(result) and attempt < self.record_retries:
                     again.append(index)
                 else:
                     answers[index] = result
@@ -228,16 +234,29 @@ class CollectionsWriter:
         return [answer for answer in answers if answer is not None]
 
     def _call(self, method: str, body: Mapping[str, Any], path: str = "") -> list[dict[str, Any]]:
+        def send() -> list[dict[str, Any]]:
+            answer = self.sf.restful(
+                "composite/sobjects" + path, method=method, json=body, timeout=self.timeout_s
+            )
+            return list(answer or [])
+
+        return self.call("composite/sobjects", send)
+
+    def call(self, endpoint: str, send: Callable[[], T], retry: bool = True) -> T:
+        """``send()`` one API request within the budget, counted under ``endpoint``.
+
+        ``REQUEST_LIMIT_EXCEEDED``, HTTP 429 and 5xx, timeouts and dropped connections
+        are retried with exponential backoff and full jitter until the sink stops, or,
+        with ``retry=False``, raised as :class:`TransientCallError` for the caller to
+        recover (a request that must not be sent twice). Other errors are raised.
+        """
         attempt = 0
         while True:
             self.budget.pace(self.sf)
-            metrics.SF_API_CALLS.labels(endpoint="composite/sobjects").inc()
+            metrics.SF_API_CALLS.labels(endpoint=endpoint).inc()
             started = time.monotonic()
             try:
-                answer = self.sf.restful(
-                    "composite/sobjects" + path, method=method, json=body, timeout=self.timeout_s
-                )
-                return list(answer or [])
+                return send()
             except ClientError as exc:
                 code = _error_code(exc)
                 metrics.SF_API_ERRORS.labels(error_code=code).inc()
@@ -251,10 +270,14 @@ class CollectionsWriter:
                 reason = type(exc).__name__
             finally:
                 elapsed = time.monotonic() - started
-                metrics.SF_API_LATENCY.labels(endpoint="composite/sobjects").observe(elapsed)
-            delay = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
+                metrics.SF_API_LATENCY.labels(endpoint=endpoint).observe(elapsed)
+            if not retry:
+                raise TransientCallError(f"{endpoint}: {reason}")
             attempt += 1
-            log.warning(
-                "retrying %s after %s in %.2fs (attempt %d)", method, reason, delay, attempt
-            )
-            self.budget.wait(delay)
+            log.warning("retrying %s after %s (attempt %d)", endpoint, reason, attempt)
+            self.back_off(attempt)
+
+    def back_off(self, attempt: int) -> None:
+        """Wait the full-jitter exponential delay of ``attempt`` (1, 2, ...)."""
+        delay = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
+        self.budget.wait(delay)

@@ -160,12 +160,18 @@ class RunningSink:
         budget: BudgetSettings = FAST_BUDGET,
         timeout_s: float = 60.0,
         name: str | None = None,
+        bulk_threshold: int = 0,
     ) -> None:
         self.stop = threading.Event()
         self.budget = ApiBudget(budget, self.stop)
         self.sf = connect(auth_for(sim))
         writer = CollectionsWriter(self.sf, self.budget, timeout_s=timeout_s, backoff_base_s=0.05)
-        sink = SalesforceSink(name or f"test-{prefix}", Codec(topic_prefix=prefix), writer)
+        sink = SalesforceSink(
+            name or f"test-{prefix}",
+            Codec(topic_prefix=prefix),
+            writer,
+            bulk_threshold=bulk_threshold,
+        )
         self.runner = ProjectionRunner(stack.kafka_bootstrap, engine, sink, batch_size=2000)
         producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
         self.thread = threading.Thread(
@@ -461,3 +467,30 @@ def test_a_row_locked_for_good_is_rejected_after_the_retries(
     assert result.errors[0].status_code == "UNABLE_TO_LOCK_ROW"
     assert 1000 - sim.state.faults.locked_rows == 6, "the first write and five retries"
     assert "UNABLE_TO_LOCK_ROW" in letter.reason
+
+
+def test_large_updates_go_through_one_bulk_job(
+    stack: Settings, engine: Engine, sim: RunningSimulator, prefix: str
+) -> None:
+    sf = connect(auth_for(sim))
+    leads = create_leads(sf, 2000)
+    sf.restful(f"sobjects/Lead/{leads[-1]}", method="DELETE")
+    commands = score_commands(leads, seed=5)
+    send(stack, prefix, commands)
+    used = sim.state.budget.used
+    with RunningSink(stack, engine, sim, prefix, bulk_threshold=1000):
+        everything = results(stack, prefix, 2000)
+    calls = sim.state.budget.used - used
+    jobs = [job for job in sim.state.jobs.values() if job.kind == "ingest"]
+    assert len(jobs) == 1 and jobs[0].info["operation"] == "update"
+    # Create, upload, close, one poll or a few, successful and failed results:
+    # 10,000 field updates where Collections would need 10 calls.
+    assert calls <= 8, f"{calls} calls"
+    by_cause = {r.causation_id: r for r in everything}
+    deleted = by_cause[commands[-1].id]
+    assert deleted.outcome is CommandOutcome.REJECTED
+    assert deleted.errors[0].status_code == "ENTITY_IS_DELETED"
+    for lead, command in zip(leads[:-1], commands[:-1], strict=True):
+        assert by_cause[command.id].outcome is CommandOutcome.APPLIED
+        record = sim.state.org.records["Lead"][lead]
+        assert {name: record[name] for name in AI_FIELDS} == dict(command.fields)
