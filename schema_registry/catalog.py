@@ -4,7 +4,7 @@ Schemas live in ``schema_registry/schemas/<subject>/v<N>.avsc``; no version is e
 edited or deleted once committed, so events written with it can still be read.
 Subjects follow the TopicNameStrategy (``<topic>-value``): one subject per topic,
 one event class per subject. Several topics may share an event class (the six CDC
-topics hold :class:`RecordChanged`, the two dead-letter topics
+topics hold :class:`RecordChanged`, the three dead-letter topics
 :class:`EventDeadLettered`), each under its own subject.
 """
 
@@ -60,6 +60,7 @@ EVENT_TYPES: Mapping[str, type[events.Event]] = {
     value_subject("usage.signals"): events.UsageSignalReported,
     value_subject("dlq.ingest"): events.EventDeadLettered,
     value_subject("dlq.salesforce"): events.EventDeadLettered,
+    value_subject("dlq.notifications"): events.EventDeadLettered,
 }
 
 

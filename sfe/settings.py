@@ -82,7 +82,10 @@ class Settings(BaseSettings):
     # The Salesforce sink (`sfe sink salesforce`): its memory namespace in PostgreSQL, the
     # commands per batch, and the API budget it leaves to others (`Sforce-Limit-Info`).
     sink_name: str = Field(default="salesforce", pattern=r"^[A-Za-z0-9._-]+$", max_length=100)
-    sink_batch_size: int = Field(default=2000, ge=1, le=50_000)
+    sink_batch_size: int = Field(default=10_000, ge=1, le=50_000)
+    # Updates of one object and field set at or above this many records in a batch go
+    # through a Bulk API 2.0 job (about six calls for any volume); 0: never.
+    sink_bulk_threshold: int = Field(default=5000, ge=0)
     sink_api_reserve: int = Field(default=5000, ge=0)
     sink_slowdown_window: int = Field(default=5000, ge=0)
     sink_max_delay_seconds: float = Field(default=2.0, ge=0)
@@ -93,6 +96,33 @@ class Settings(BaseSettings):
     sink_create_key_field: str = Field(
         default="SFE_Command_Id__c", pattern=r"^([A-Za-z][A-Za-z0-9_]*)?$", max_length=80
     )
+
+    # The notification sink (`sfe sink notifications`), off until a transport is set: a Slack
+    # incoming webhook and/or an SMTP server. Its memory namespace, the commands per batch
+    # (the most a crash can send twice) and how long one command's failures are retried.
+    notify_sink_name: str = Field(
+        default="notifications", pattern=r"^[A-Za-z0-9._-]+$", max_length=100
+    )
+    notify_batch_size: int = Field(default=1, ge=1, le=1000)
+    notify_max_attempts: int = Field(default=5, ge=1, le=50)
+    notify_backoff_seconds: float = Field(default=0.5, gt=0, le=60)
+    # Total wait per command; below Kafka's 300 s poll interval, which a batch must not outlive.
+    notify_retry_seconds: float = Field(default=120.0, ge=0, le=240)
+    notify_slack_webhook_url: SecretStr | None = None
+    notify_slack_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    notify_slack_ca_bundle: Path | None = None
+    notify_smtp_host: str | None = None
+    notify_smtp_port: int = Field(default=587, ge=1, le=65535)
+    notify_smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    notify_smtp_username: str | None = None
+    notify_smtp_password: SecretStr | None = None
+    notify_smtp_from: str | None = None
+    notify_smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=120)
+    notify_smtp_ca_bundle: Path | None = None
+    # Addresses of recipients that are not addresses (user ids, roles): name=address,...
+    notify_email_aliases: str = ""
+    # Where mail to any other non-address recipient goes; unset: such commands fail.
+    notify_email_fallback: str | None = None
 
     # The workers (`sfe worker`): batch size of the lead path and the flows' thresholds.
     worker_batch_size: int = Field(default=2000, ge=1, le=50_000)
@@ -178,6 +208,22 @@ class Settings(BaseSettings):
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError(f"expected an http(s) URL, got {value!r}")
         return value.rstrip("/") if value else value
+
+    @field_validator("notify_slack_webhook_url")
+    @classmethod
+    def _webhook_is_https(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^https://[^\s/]+/\S*$", value.get_secret_value()):
+            # The URL is a secret: the message must not repeat it.
+            raise ValueError("expected an https:// URL (a Slack incoming webhook)")
+        return value
+
+    @field_validator("notify_email_aliases")
+    @classmethod
+    def _aliases_are_name_address_pairs(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            if not re.fullmatch(r"[^=\s]+=[^@\s=]+@[^@\s=]+\.[^@\s=]+", part):
+                raise ValueError(f"expected name=address[,name=address...], got {part!r}")
+        return value
 
     @field_validator("sf_api_version")
     @classmethod

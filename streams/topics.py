@@ -201,7 +201,10 @@ CATALOGUE: tuple[Topic, ...] = (
         partitions=3,
         key="id of the record the notification is about",
         description="E-mails and Slack messages to send (e.g. #high-value-leads).",
-        guarantees=f"{_DERIVED_IDS} The notification sink sends each id at most once.",
+        guarantees=(
+            f"{_DERIVED_IDS} The notification sink sends each id once and remembers it; a "
+            "crash between a send and its commit can send it again, with the id in the message."
+        ),
         producers="agents",
         consumers="projections.notifications",
         retention_ms=30 * DAY_MS,
@@ -280,6 +283,18 @@ CATALOGUE: tuple[Topic, ...] = (
         description="Commands Salesforce rejected permanently, with the command bytes and Salesforce's error.",
         guarantees="Every permanently rejected command is here; transient errors are retried instead.",
         producers="projections.salesforce",
+        consumers="operators (`sfe` CLI), metrics",
+    ),
+    Topic(
+        name="dlq.notifications",
+        partitions=1,
+        key="the id of the record the notification is about",
+        description=(
+            "Notifications that were not delivered (refused by Slack or the mail server, "
+            "retries exhausted, no transport or address), with the command bytes and why."
+        ),
+        guarantees="Every undelivered notification command is here, with its coordinates.",
+        producers="projections.notifications",
         consumers="operators (`sfe` CLI), metrics",
     ),
 )
