@@ -13,6 +13,7 @@ import click
 
 from ml import cli as ml_cli
 from projections import cli as projection_cli
+from projections.reconcile_cli import reconcile_command
 from projections.sink_cli import sink as sink_group
 from sfe import __version__
 from sfe import db as database
@@ -194,6 +195,7 @@ main.add_command(ml_cli.train)
 main.add_command(ml_cli.models)
 main.add_command(projection_cli.projection)
 main.add_command(projection_cli.replay)
+main.add_command(reconcile_command)
 main.add_command(sink_group)
 main.add_command(worker_cli.worker)
 main.add_command(worker_cli.churn)

@@ -129,6 +129,11 @@ REPLAY_EVENTS = Counter(
 REPLAY_PROGRESS = Gauge(
     "sfe_replay_progress_ratio", "Progress of a replay or reconcile task (0..1).", ["task"]
 )
+RECONCILE_DIFFERENCES = Counter(
+    "sfe_reconcile_differences_total",
+    "AI fields found holding another value in Salesforce than the log says, per object.",
+    ["object"],
+)
 
 
 class MetricsServer:

@@ -4,7 +4,9 @@ The planner never calls Salesforce. Given the decoded commands of a batch (in lo
 order), the command ids already applied and the values the sink last wrote, it sorts
 every command into one of four fates: a repeat of an applied command, rejected by
 the conflict rules, already current (every field already holds its value), or
-pending. Pending updates are merged per record (a later command wins a field) and
+pending. A correction from ``sfe reconcile`` (:data:`CORRECTION_SOURCE`) is never
+"already current": it exists because the org drifted from what the sink remembers.
+Pending updates are merged per record (a later command wins a field) and
 grouped by object and field set, because one sObject Collections call takes up to
 200 records of one object and the sink sends every record of a call the same
 fields. Creates are grouped the same way, one new record per command.
@@ -59,6 +61,10 @@ PROTECTED_FIELDS: Mapping[str, frozenset[str]] = {
 
 #: Objects Salesforce owns entirely: contact records and contract details.
 PROTECTED_OBJECTS = frozenset({"Contact", "Contract", "ContractLineItem", "Order", "Quote"})
+
+#: Source of ``sfe reconcile``'s corrections. They re-assert a value the org no longer
+#: holds although the sink remembers writing it, so that memory cannot excuse them.
+CORRECTION_SOURCE = "sfe.reconcile"
 
 #: ``statusCode`` of the error a command touching a protected field is rejected with.
 PROTECTED_FIELD = "PROTECTED_FIELD"
@@ -159,10 +165,12 @@ def plan(
         else:
             record_id = str(command.record_id)
             values, owners = updates.setdefault((command.sobject, record_id), ({}, []))
+            correction = command.source == CORRECTION_SOURCE
             changed = {
                 name: value
                 for name, value in command.fields.items()
-                if (command.sobject, record_id, name) not in memory
+                if correction
+                or (command.sobject, record_id, name) not in memory
                 or memory[(command.sobject, record_id, name)] != value
                 or name in values
             }

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from projections.salesforce.plan import (
+    CORRECTION_SOURCE,
     PROTECTED_FIELD,
     PROTECTED_FIELDS,
     plan,
@@ -70,6 +71,17 @@ def test_fields_already_holding_the_value_are_not_written() -> None:
     assert result.current == (current,)
     (group,) = result.groups
     assert group.records[0].values == {"AI_Reasoning__c": "y"}
+
+
+def test_a_correction_is_written_whatever_the_sink_remembers() -> None:
+    lead = "00Q000000000001AAA"
+    memory: dict[tuple[str, str, str], FieldValue] = {("Lead", lead, "AI_Enhanced_Score__c"): 80}
+    correction = command(lead, {"AI_Enhanced_Score__c": 80})
+    correction = SalesforceWriteRequested(**{**vars(correction), "source": CORRECTION_SOURCE})
+    result = plan([correction], {}, memory)
+    assert result.current == ()
+    (group,) = result.groups
+    assert group.records[0].values == {"AI_Enhanced_Score__c": 80}
 
 
 def test_a_handled_command_id_is_a_repeat_even_within_one_batch() -> None:
