@@ -1,14 +1,17 @@
-"""`sfe projection run|hash` and `sfe replay --projection postgres`: the PostgreSQL read models.
+"""`sfe projection run|hash` and `sfe replay`: rebuild the read models, or rescore history.
 
 ``sfe projection run`` keeps the tables current until SIGTERM or Ctrl-C (the batch in
 hand commits, then the consumer leaves its group; the next start resumes from the
 positions stored with the rows). ``sfe replay --projection postgres`` rebuilds the
 tables from the log beside the live ones and swaps them in, printing the content
-hash that ``sfe projection hash`` prints for the live tables.
+hash that ``sfe projection hash`` prints for the live tables. ``sfe replay --rescore
+--model lead:2`` re-decides history with another model version into a separate topic
+namespace and prints how the outcomes would change (:mod:`projections.rescore`).
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Iterator
@@ -34,6 +37,7 @@ from sfe.metrics import MetricsServer
 from sfe.settings import Settings
 
 EXIT_INTERRUPTED = 130
+EXIT_USAGE = 2
 
 _name_option = click.option(
     "--name",
@@ -137,21 +141,112 @@ def _start(value: str) -> datetime | None:
     "--projection",
     "target",
     type=click.Choice(["postgres"]),
-    required=True,
-    help="The projection to rebuild.",
+    default=None,
+    help="The projection to rebuild (exclusive with --rescore).",
+)
+@click.option(
+    "--rescore",
+    is_flag=True,
+    help="Re-decide history with --model into a separate topic namespace and compare.",
+)
+@click.option(
+    "--model",
+    "model_ref",
+    default=None,
+    metavar="NAME:VERSION",
+    help="With --rescore: the model version to decide with (lead:2, win:3).",
 )
 @click.option(
     "--from",
     "start",
     default="earliest",
     show_default=True,
-    help="'earliest', or an ISO time: rebuild from the records written since then.",
+    help="'earliest', or an ISO time: rebuild (or rescore) from the records written since then.",
 )
 @_name_option
 @click.option("--batch-size", default=20_000, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--top", default=10, show_default=True, type=click.IntRange(0), help="With --rescore: movers."
+)
+@click.option("--json", "as_json", is_flag=True, help="With --rescore: print the report as JSON.")
+@click.option(
+    "--keep/--no-keep",
+    default=True,
+    show_default=True,
+    help="With --rescore: keep the namespace topics after the report.",
+)
+@click.option(
+    "--drop",
+    "drop_namespace",
+    default=None,
+    metavar="NAMESPACE",
+    help="With --rescore: delete the topics of an earlier run's namespace and exit.",
+)
 @click.pass_context
-def replay(ctx: click.Context, target: str, start: str, name: str, batch_size: int) -> None:
-    """Rebuild a projection from the log beside the live one, swap it in, print its hash."""
+def replay(
+    ctx: click.Context,
+    target: str | None,
+    rescore: bool,
+    model_ref: str | None,
+    start: str,
+    name: str,
+    batch_size: int,
+    top: int,
+    as_json: bool,
+    keep: bool,
+    drop_namespace: str | None,
+) -> None:
+    """Rebuild a projection (--projection postgres) or rescore history (--rescore --model lead:2)."""
+    rescore_only = ("model_ref", "top", "as_json", "keep", "drop_namespace")
+    if target is not None and rescore:
+        _usage(
+            ctx,
+            "--rescore and --projection are exclusive: run either\n"
+            "  sfe replay --projection postgres\n"
+            "  sfe replay --rescore --model lead:2",
+        )
+    if target is None and not rescore:
+        _usage(
+            ctx,
+            "say what to replay:\n"
+            "  sfe replay --projection postgres      (rebuild the read models)\n"
+            "  sfe replay --rescore --model lead:2   (re-decide history with another model)",
+        )
+    if target is not None:
+        given = [_FLAGS[p] for p in rescore_only if _given(ctx, p)]
+        if given:
+            _usage(
+                ctx,
+                f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} only for --rescore: "
+                "sfe replay --rescore --model lead:2 (or drop them to rebuild the projection)",
+            )
+        _rebuild(ctx, target, start, name, batch_size)
+        return
+    if _given(ctx, "name"):
+        _usage(ctx, "--name is the projection's: sfe replay --projection postgres --name NAME")
+    _rescore(ctx, model_ref, start, batch_size, top, as_json, keep, drop_namespace)
+
+
+_FLAGS = {
+    "model_ref": "--model",
+    "top": "--top",
+    "as_json": "--json",
+    "keep": "--keep/--no-keep",
+    "drop_namespace": "--drop",
+}
+
+
+def _given(ctx: click.Context, parameter: str) -> bool:
+    return ctx.get_parameter_source(parameter) is click.core.ParameterSource.COMMANDLINE
+
+
+def _usage(ctx: click.Context, message: str) -> None:
+    click.echo(f"sfe replay: {message}", err=True)
+    ctx.exit(EXIT_USAGE)
+
+
+def _rebuild(ctx: click.Context, target: str, start: str, name: str, batch_size: int) -> None:
+    """``sfe replay --projection postgres``."""
     settings = _settings(ctx)
     since = _start(start)
     engine, postgres = _parts(settings, name, STAGING_SUFFIX)
@@ -169,3 +264,72 @@ def replay(ctx: click.Context, target: str, start: str, name: str, batch_size: i
         engine.dispose()
     click.echo(f"replay {target}: {result.consumed:,} records, tables swapped in", err=True)
     click.echo(_summary(result.digest, result.rows))
+
+
+def _rescore(
+    ctx: click.Context,
+    model_ref: str | None,
+    start: str,
+    batch_size: int,
+    top: int,
+    as_json: bool,
+    keep: bool,
+    drop_namespace: str | None,
+) -> None:
+    """``sfe replay --rescore --model NAME:VERSION`` (or ``--drop NAMESPACE``)."""
+    from ml.registry import Registry
+    from projections import rescore
+
+    settings = _settings(ctx)
+    if drop_namespace is not None:
+        if model_ref is not None:
+            _usage(
+                ctx,
+                f"--drop deletes a namespace on its own: sfe replay --rescore --drop {drop_namespace}",
+            )
+        try:
+            deleted = rescore.delete_namespace(settings.kafka_bootstrap, drop_namespace)
+        except rescore.RescoreError as exc:
+            _usage(ctx, str(exc))
+        click.echo(f"deleted {len(deleted)} topics under {drop_namespace}", err=True)
+        return
+    if model_ref is None:
+        _usage(
+            ctx,
+            "--rescore needs the model version to decide with: "
+            "sfe replay --rescore --model lead:2 (versions: sfe models list)",
+        )
+    since = _start(start)
+    try:
+        model = rescore.resolve_model(Registry(settings.models_path), str(model_ref))
+    except rescore.RescoreError as exc:
+        _usage(ctx, str(exc))
+    flow = rescore.build_flow(settings, model)
+    progress = Progress(
+        f"rescore-{model.name}-v{model.version}", lambda line: click.echo(line, err=True)
+    )
+    run = rescore.Rescore(
+        settings, model, flow, since, top=top, batch_size=batch_size, progress=progress
+    )
+    click.echo(f"rescore {model.name}:{model.version} into {run.namespace}*", err=True)
+    try:
+        with _stop_on_signal() as stop:
+            report = run.run(stop)
+    except rescore.RescoreError as exc:
+        _usage(ctx, str(exc))
+    if as_json:
+        click.echo(json.dumps(rescore.report_json(report), indent=2))
+    else:
+        click.echo(rescore.render_text(report))
+    if keep:
+        click.echo(
+            f"namespace kept: {', '.join(report.topics)}\n"
+            f"  delete it with: sfe replay --rescore --drop {report.namespace}",
+            err=True,
+        )
+    else:
+        rescore.delete_namespace(settings.kafka_bootstrap, report.namespace)
+        click.echo(f"namespace {report.namespace} deleted", err=True)
+    if report.interrupted:
+        click.echo("rescore: interrupted; the report above is partial", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
