@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
-from sqlalchemy import Connection, Engine, delete, select, tuple_
+from sqlalchemy import (
+    ARRAY,
+    BindParameter,
+    Connection,
+    Engine,
+    String,
+    any_,
+    bindparam,
+    delete,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert
 
 from projections.tables import salesforce_commands, salesforce_field_values, salesforce_outbox
@@ -37,7 +47,7 @@ def handled(connection: Connection, sink: str, command_ids: Sequence[str]) -> di
     t = salesforce_commands
     rows = connection.execute(
         select(t.c.command_id, t.c.outcome, t.c.errors, t.c.salesforce_id).where(
-            t.c.sink == sink, t.c.command_id.in_(command_ids)
+            t.c.sink == sink, t.c.command_id == any_(_text_array(command_ids))
         )
     )
     return {
@@ -58,12 +68,24 @@ def remembered(
     if not targets:
         return {}
     t = salesforce_field_values
+    # One array parameter, whatever the batch size: a list of row constructors this long
+    # (10,000 pairs) exceeds PostgreSQL's expression depth limit.
     rows = connection.execute(
         select(t.c.sobject, t.c.record_id, t.c.field, t.c.value).where(
-            t.c.sink == sink, tuple_(t.c.sobject, t.c.record_id).in_(sorted(targets))
+            t.c.sink == sink,
+            t.c.record_id == any_(_text_array(sorted({record_id for _, record_id in targets}))),
         )
     )
-    return {(sobject, record_id, name): value for sobject, record_id, name, value in rows}
+    return {
+        (sobject, record_id, name): value
+        for sobject, record_id, name, value in rows
+        if (sobject, record_id) in targets
+    }
+
+
+def _text_array(values: Sequence[str]) -> BindParameter[Any]:
+    array: Any = ARRAY(String)
+    return bindparam(None, list(values), type_=array)
 
 
 def store(

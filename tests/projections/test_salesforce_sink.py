@@ -24,6 +24,7 @@ from simple_salesforce import Salesforce
 from sqlalchemy import Engine, create_engine
 
 from projections.runner import ProjectionRunner
+from projections.salesforce import memory
 from projections.salesforce.plan import PROTECTED_FIELD
 from projections.salesforce.writer import ApiBudget, BudgetSettings, CollectionsWriter
 from projections.salesforce_sink import SalesforceSink, run_sink
@@ -494,3 +495,44 @@ def test_large_updates_go_through_one_bulk_job(
         assert by_cause[command.id].outcome is CommandOutcome.APPLIED
         record = sim.state.org.records["Lead"][lead]
         assert {name: record[name] for name in AI_FIELDS} == dict(command.fields)
+
+
+def test_the_memory_answers_for_a_batch_of_the_largest_size(engine: Engine) -> None:
+    """Ten thousand records in one look-up (the default batch) within PostgreSQL's limits."""
+    sink = f"memory-{uuid.uuid4().hex[:8]}"
+    commands = [update(f"00Q{i:015d}", {"AI_Enhanced_Score__c": i}) for i in range(10_000)]
+    written = commands[::1000]
+    with engine.connect() as connection, connection.begin() as transaction:
+        memory.store(
+            connection,
+            [
+                {
+                    "sink": sink,
+                    "sobject": "Lead",
+                    "record_id": c.record_id,
+                    "field": "AI_Enhanced_Score__c",
+                    "value": c.fields["AI_Enhanced_Score__c"],
+                    "command_id": c.id,
+                }
+                for c in written
+            ],
+            [
+                {
+                    "sink": sink,
+                    "command_id": c.id,
+                    "outcome": CommandOutcome.APPLIED.value,
+                    "salesforce_id": c.record_id,
+                    "errors": [],
+                }
+                for c in written
+            ],
+            [],
+        )
+        remembered = memory.remembered(connection, sink, commands)
+        handled = memory.handled(connection, sink, [c.id for c in commands])
+        transaction.rollback()
+    assert remembered == {
+        ("Lead", str(c.record_id), "AI_Enhanced_Score__c"): c.fields["AI_Enhanced_Score__c"]
+        for c in written
+    }
+    assert set(handled) == {c.id for c in written}
