@@ -172,9 +172,12 @@ def einstein_score(fields: Mapping[str, FieldValue]) -> float | None:
         return None
 
 
-def enhanced_score(einstein: float | None, model_probability: float, weight: float) -> float:
-    """``weight x Einstein + (1 - weight) x 100 x p`` (the model alone without Einstein)."""
-    model = 100.0 * model_probability
+def enhanced_score(einstein: float | None, model: float, weight: float) -> float:
+    """``weight x Einstein + (1 - weight) x model`` (the model alone without Einstein).
+
+    Both scores are 0-100: ``model`` is the model's score on its percentile scale
+    (:attr:`~agents.scoring.Score.model_score`).
+    """
     if einstein is None:
         return round(model, 2)
     return round(weight * einstein + (1.0 - weight) * model, 2)
@@ -204,12 +207,17 @@ def _clip(text: str, length: int) -> str:
 def reasoning(einstein: float | None, score: Score, enhanced: float, config: LeadConfig) -> str:
     """``AI_Reasoning__c``: how the score was made and the factors that moved the model."""
     if einstein is None:
-        head = f"Enhanced score {enhanced:.2f}: model only (no Einstein score), {score.percent:.2f}"
+        head = (
+            f"Enhanced score {enhanced:.2f}: model only (no Einstein score), "
+            f"{score.model_score:.2f}"
+        )
     else:
         head = (
             f"Enhanced score {enhanced:.2f} = {config.einstein_weight:g} x Einstein "
-            f"{einstein:.2f} + {1 - config.einstein_weight:g} x model {score.percent:.2f}"
+            f"{einstein:.2f} + {1 - config.einstein_weight:g} x model {score.model_score:.2f}"
         )
+    if score.rank is not None:
+        head += f" (the model's probability {score.percent:.2f} % ranks there among leads)"
     return _clip("\n".join([head, score.reasoning]), _LONG_TEXT)
 
 
@@ -249,7 +257,7 @@ def decide(
     lead_id = fact.lead_id
     derive = Derivation(AGENT, fact.cause, identity=f"lead:{lead_id}")
     einstein = einstein_score(fact.fields)
-    enhanced = enhanced_score(einstein, score.probability, config.einstein_weight)
+    enhanced = enhanced_score(einstein, score.model_score, config.einstein_weight)
     route = route_of(enhanced, config)
     why = reasoning(einstein, score, enhanced, config)
     company = str(fact.fields.get("Company") or "")
@@ -261,7 +269,7 @@ def decide(
         factors=score.factors,
         enrichment=dict(enrichment),
         einstein_score=einstein,
-        model_score=score.percent,
+        model_score=score.model_score,
         enhanced_score=enhanced,
         route=route,
         reasoning=why,

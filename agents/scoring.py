@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+import numpy as np
+
 from ml.explain import (
     attribute,
     describe_factor,
@@ -21,6 +23,7 @@ from ml.explain import (
 )
 from ml.features.spec import Record
 from ml.inference import LoadedModel
+from ml.score_scale import percentile_scores
 from schema_registry.events import Factor, FieldValue, ModelRef
 
 
@@ -35,11 +38,19 @@ class Score:
     #: One line per factor (``usage_trend_30d = -0.42 (typical 0.01) increases it by 0.12``).
     descriptions: tuple[str, ...]
     reasoning: str
+    #: 0-100: where the probability ranks among the model's validation rows
+    #: (:mod:`ml.score_scale`); None for a model registered without a scale.
+    rank: float | None = None
 
     @property
     def percent(self) -> float:
         """The probability on Salesforce's 0-100 scale, two decimals."""
         return round(100.0 * self.probability, 2)
+
+    @property
+    def model_score(self) -> float:
+        """The model's 0-100 score: its rank if the model has a scale, else :attr:`percent`."""
+        return self.rank if self.rank is not None else self.percent
 
 
 def score_records(
@@ -67,8 +78,9 @@ def score_records(
     rows = list(zip(*values, strict=True))
     ref = ModelRef(name=model.name, version=str(model.version))
     scores = []
-    for probability, contributions, ranked, row in zip(
-        result.probabilities, result.contributions, result.top, rows, strict=True
+    ranks = percentile_scores(np.asarray(result.probabilities), model.manifest.score_scale)
+    for probability, rank, contributions, ranked, row in zip(
+        result.probabilities, ranks.tolist(), result.contributions, result.top, rows, strict=True
     ):
         descriptions = tuple(
             [describe_factor(names[j], row[j], typical[j], contributions[j]) for j in ranked]
@@ -83,6 +95,7 @@ def score_records(
                 ),
                 descriptions=descriptions,
                 reasoning=reasoning_text(model.name, model.version, probability, descriptions),
+                rank=round(rank, 2) if model.manifest.score_scale else None,
             )
         )
     return scores

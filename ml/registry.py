@@ -50,6 +50,8 @@ class Manifest:
     drift_reference: dict[str, Any] = field(default_factory=dict)
     feature_importance: dict[str, float] = field(default_factory=dict)
     report: str | None = None
+    #: Probabilities at the 0th..100th percentile on validation rows (ml.score_scale).
+    score_scale: list[float] = field(default_factory=list)
 
     @property
     def ref(self) -> str:

@@ -24,6 +24,7 @@ from ml.errors import DataError
 from ml.features.definitions import FEATURE_SETS
 from ml.features.spec import FeatureSet, FeatureType
 from ml.registry import MODEL_FILE, Manifest, Registry
+from ml.score_scale import reference_scale
 from ml.synthetic import synthetic_dataset
 from ml.training.data import TrainingData
 from ml.training.estimators import ALGORITHMS, Hyperparameters, NativeModel, fit
@@ -162,6 +163,7 @@ def train(
         drift_reference=drift.reference(data.features, train_x),
         feature_importance=importance,
         report=REPORT_FILE,
+        score_scale=reference_scale(p_valid),
     )
     write_report(folder, manifest, np.asarray(valid_y), p_valid)
     registry.commit(manifest, onnx_bytes)

@@ -37,6 +37,7 @@ from ml.features.spec import (
 )
 from ml.inference import LoadedModel, load_model
 from ml.registry import Registry
+from ml.score_scale import percentile_scores
 from ml.training.estimators import MODEL_KINDS
 from ml.training.pipeline import TrainResult
 from schema_registry.events import Factor as EventFactor
@@ -152,6 +153,16 @@ def _reference_scores(
             ),
             descriptions=tuple(f.describe() for f in explanation.factors),
             reasoning=explanation.reasoning(),
+            rank=round(
+                float(
+                    percentile_scores(
+                        np.array([explanation.probability]), model.manifest.score_scale
+                    )[0]
+                ),
+                2,
+            )
+            if model.manifest.score_scale
+            else None,
         )
         for row, explanation in enumerate(explanations)
     ]

@@ -52,7 +52,7 @@ def _enhanced(model: LoadedModel, count: int, seed: int) -> list[float]:
     records = [_as_created(body) for body in leads(random.Random(seed), count)]
     scores = score_records(model, records, NOW.date())
     return [
-        0.4 * r["Einstein_Lead_Score__c"] + 0.6 * 100 * s.probability
+        0.4 * r["Einstein_Lead_Score__c"] + 0.6 * s.model_score
         for r, s in zip(records, scores, strict=True)
     ]
 
@@ -88,22 +88,16 @@ def test_engagement_rises_with_seniority() -> None:
     assert mean["C-Level"] > mean["Manager"] > mean["Individual"]
 
 
-def test_scores_of_generated_leads_reach_the_nurture_route(lead_model: LoadedModel) -> None:
-    enhanced = _enhanced(lead_model, 2000, seed=7)
-    nurture = sum(50 < e <= 80 for e in enhanced) / len(enhanced)
-    mql = sum(e <= 50 for e in enhanced) / len(enhanced)
-    assert 0.02 <= nurture <= 0.40, nurture
-    assert mql >= 0.5, mql
-    assert max(enhanced) > 58
+def test_generated_leads_reach_every_route(lead_model: LoadedModel) -> None:
+    """Senior AE (> 80), nurture (> 50) and MQL each take a real share of the leads.
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lead model's probability tops out near 0.54 (SMALL) / 0.59 (default "
-    "hyper-parameters) for any input, so 0.4 x Einstein + 0.6 x 100 x p stays below ~75",
-)
-def test_some_generated_leads_reach_the_senior_ae_route(lead_model: LoadedModel) -> None:
+    The model's score is its percentile among validation leads, so it spreads over
+    0-100 like the simulated Einstein score it is blended with.
+    """
     enhanced = _enhanced(lead_model, 2000, seed=7)
     senior = sum(e > 80 for e in enhanced) / len(enhanced)
-    assert 0.01 <= senior <= 0.40, senior
-    assert any(50 < e <= 80 for e in enhanced) and any(e <= 50 for e in enhanced)
+    nurture = sum(50 < e <= 80 for e in enhanced) / len(enhanced)
+    mql = sum(e <= 50 for e in enhanced) / len(enhanced)
+    assert 0.03 <= senior <= 0.30, senior
+    assert 0.20 <= nurture <= 0.75, nurture
+    assert 0.10 <= mql <= 0.75, mql

@@ -14,7 +14,7 @@ def test_values_are_written_as_bulk_api_reads_them() -> None:
     assert csv_cell(1e-05) == "0.00001"
     assert csv_cell(12345678912345.5) == "12345678912345.5"
     assert csv_cell(42) == "42"
-    assert csv_cell("a, \"quoted\"\nline") == "a, \"quoted\"\nline"
+    assert csv_cell('a, "quoted"\nline') == 'a, "quoted"\nline'
 
 
 def test_records_round_trip_through_csv() -> None:

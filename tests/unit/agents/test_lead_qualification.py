@@ -320,30 +320,30 @@ def test_einstein_score_of_a_lead_without_one_is_none() -> None:
 
 
 @pytest.mark.parametrize(
-    ("einstein", "probability", "weight", "expected"),
+    ("einstein", "model", "weight", "expected"),
     [
-        (90.0, 0.70, 0.4, 78.0),  # 0.4 x 90 + 0.6 x 70
-        (95.0, 0.90, 0.4, 92.0),
-        (10.0, 0.20, 0.4, 16.0),
+        (90.0, 70.0, 0.4, 78.0),  # 0.4 x 90 + 0.6 x 70
+        (95.0, 90.0, 0.4, 92.0),
+        (10.0, 20.0, 0.4, 16.0),
         (100.0, 0.0, 0.4, 40.0),
-        (33.333, 0.12345, 0.4, 20.74),  # 13.3332 + 7.407, two decimals
-        (90.0, 0.70, 0.0, 70.0),
-        (90.0, 0.70, 1.0, 90.0),
-        (None, 0.7345, 0.4, 73.45),  # fallback: the model alone, not 0.6 x model
+        (33.333, 12.345, 0.4, 20.74),  # 13.3332 + 7.407, two decimals
+        (90.0, 70.0, 0.0, 70.0),
+        (90.0, 70.0, 1.0, 90.0),
+        (None, 73.45, 0.4, 73.45),  # fallback: the model alone, not 0.6 x model
         (None, 0.0, 0.4, 0.0),
     ],
 )
 def test_enhanced_score(
-    einstein: float | None, probability: float, weight: float, expected: float
+    einstein: float | None, model: float, weight: float, expected: float
 ) -> None:
-    assert lq.enhanced_score(einstein, probability, weight) == pytest.approx(expected, abs=1e-9)
+    assert lq.enhanced_score(einstein, model, weight) == pytest.approx(expected, abs=1e-9)
 
 
 def test_enhanced_score_bounds_an_out_of_range_einstein_score() -> None:
     too_high = lq.einstein_score({"Einstein_Lead_Score__c": 250.0})
-    assert lq.enhanced_score(too_high, 0.5, 0.4) == pytest.approx(70.0)
+    assert lq.enhanced_score(too_high, 50.0, 0.4) == pytest.approx(70.0)
     too_low = lq.einstein_score({"Einstein_Lead_Score__c": -40.0})
-    assert lq.enhanced_score(too_low, 0.5, 0.4) == pytest.approx(30.0)
+    assert lq.enhanced_score(too_low, 50.0, 0.4) == pytest.approx(30.0)
 
 
 @pytest.mark.parametrize(
