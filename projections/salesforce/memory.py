@@ -27,6 +27,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    func,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -94,25 +95,29 @@ def store(
     outcomes: Sequence[dict[str, Any]],
     outbox: Sequence[dict[str, Any]],
 ) -> None:
-    """Remember written values and handled commands, and stage events (caller's transaction)."""
+    """Remember written values and handled commands, and stage events (caller's transaction).
+
+    Rows go as executemany parameter sets, which SQLAlchemy sends in pages of
+    multi-row INSERTs: one statement with every row of a large batch would pass
+    PostgreSQL's limit of 65,535 parameters.
+    """
     if values:
-        statement = insert(salesforce_field_values).values(list(values))
+        statement = insert(salesforce_field_values)
         connection.execute(
             statement.on_conflict_do_update(
                 constraint="salesforce_field_values_pkey",
                 set_={
                     "value": statement.excluded.value,
                     "command_id": statement.excluded.command_id,
-                    "written_at": statement.excluded.written_at,
+                    "written_at": func.now(),
                 },
-            )
+            ),
+            list(values),
         )
     if outcomes:
-        connection.execute(
-            insert(salesforce_commands).values(list(outcomes)).on_conflict_do_nothing()
-        )
+        connection.execute(insert(salesforce_commands).on_conflict_do_nothing(), list(outcomes))
     if outbox:
-        connection.execute(insert(salesforce_outbox).values(list(outbox)))
+        connection.execute(insert(salesforce_outbox), list(outbox))
 
 
 def publish_outbox(engine: Engine, producer: Producer, sink: str) -> int:

@@ -498,10 +498,10 @@ def test_large_updates_go_through_one_bulk_job(
 
 
 def test_the_memory_answers_for_a_batch_of_the_largest_size(engine: Engine) -> None:
-    """Ten thousand records in one look-up (the default batch) within PostgreSQL's limits."""
+    """Ten thousand records of seven fields (a default batch) within PostgreSQL's limits."""
     sink = f"memory-{uuid.uuid4().hex[:8]}"
     commands = [update(f"00Q{i:015d}", {"AI_Enhanced_Score__c": i}) for i in range(10_000)]
-    written = commands[::1000]
+    written = commands
     with engine.connect() as connection, connection.begin() as transaction:
         memory.store(
             connection,
@@ -510,11 +510,12 @@ def test_the_memory_answers_for_a_batch_of_the_largest_size(engine: Engine) -> N
                     "sink": sink,
                     "sobject": "Lead",
                     "record_id": c.record_id,
-                    "field": "AI_Enhanced_Score__c",
+                    "field": field,
                     "value": c.fields["AI_Enhanced_Score__c"],
                     "command_id": c.id,
                 }
                 for c in written
+                for field in ("AI_Enhanced_Score__c", *(f"Field_{n}__c" for n in range(6)))
             ],
             [
                 {
@@ -531,8 +532,10 @@ def test_the_memory_answers_for_a_batch_of_the_largest_size(engine: Engine) -> N
         remembered = memory.remembered(connection, sink, commands)
         handled = memory.handled(connection, sink, [c.id for c in commands])
         transaction.rollback()
+    assert len(remembered) == 70_000
     assert remembered == {
-        ("Lead", str(c.record_id), "AI_Enhanced_Score__c"): c.fields["AI_Enhanced_Score__c"]
+        ("Lead", str(c.record_id), field): c.fields["AI_Enhanced_Score__c"]
         for c in written
+        for field in ("AI_Enhanced_Score__c", *(f"Field_{n}__c" for n in range(6)))
     }
     assert set(handled) == {c.id for c in written}
