@@ -70,6 +70,37 @@ def _self_describing_headers(version: catalog.SchemaVersion) -> tuple[tuple[str,
     )
 
 
+def self_describing_headers(version: catalog.SchemaVersion) -> Headers:
+    """The headers naming ``version`` (a new list, which the caller may change)."""
+    return list(_self_describing_headers(version))
+
+
+def names_version(headers: ReadHeaders, subject: bytes, version: bytes) -> bool:
+    """Whether ``headers`` name exactly ``subject`` and ``version`` (bytes as written).
+
+    As :meth:`SelfDescribingFormat.read` reads them: a header without a value does not
+    count, and of several with the same key the last one does.
+    """
+    found_subject: str | bytes | None = None
+    found_version: str | bytes | None = None
+    try:
+        for key, raw in headers:
+            if raw is None:
+                continue
+            if key == SUBJECT_HEADER:
+                found_subject = raw
+            elif key == VERSION_HEADER:
+                found_version = raw
+        if isinstance(found_subject, str):
+            found_subject = found_subject.encode()
+        if isinstance(found_version, str):
+            found_version = found_version.encode()
+    # Odd headers (not pairs, text that is not UTF-8): read() says what is wrong.
+    except Exception:
+        return False
+    return found_subject == subject and found_version == version
+
+
 class SelfDescribingFormat:
     """Bare Avro binary; subject and version travel in the Kafka headers."""
 
@@ -78,7 +109,7 @@ class SelfDescribingFormat:
         latest = catalog.schema(subject)
         buffer = io.BytesIO()
         schemaless_writer(buffer, latest.parsed, record)
-        return buffer.getvalue(), list(_self_describing_headers(latest))
+        return buffer.getvalue(), self_describing_headers(latest)
 
     def read(self, topic: str, subject: str, value: bytes, headers: ReadHeaders) -> Record:
         """Decode with the version the headers name; every byte must be consumed."""
