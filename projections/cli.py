@@ -212,6 +212,10 @@ def replay(
             "  sfe replay --projection postgres      (rebuild the read models)\n"
             "  sfe replay --rescore --model lead:2   (re-decide history with another model)",
         )
+    settings = _settings(ctx)
+    server = MetricsServer.for_job(settings.metrics_bind, settings.metrics_port)
+    click.echo(f"progress metrics at {server.url}/metrics", err=True)
+    ctx.call_on_close(server.stop)
     if target is not None:
         given = [_FLAGS[p] for p in rescore_only if _given(ctx, p)]
         if given:

@@ -28,6 +28,7 @@ from projections.reconcile import (
 )
 from projections.replay import Progress
 from schema_registry.codec import Codec
+from sfe.metrics import MetricsServer
 from streams.ingest.appender import TransactionalAppender
 from streams.ingest.reader import UnsafeQueryValue
 from streams.salesforce.rest import auth_config, connect
@@ -108,6 +109,9 @@ def reconcile_command(
     settings = settings_from(ctx)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
+    server = MetricsServer.for_job(settings.metrics_bind, settings.metrics_port)
+    click.echo(f"progress metrics at {server.url}/metrics", err=True)
+    ctx.call_on_close(server.stop)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

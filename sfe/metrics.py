@@ -148,6 +148,19 @@ class MetricsServer:
             target=self._server.serve_forever, name="metrics", daemon=True
         )
 
+    @classmethod
+    def for_job(cls, bind: str, port: int) -> MetricsServer:
+        """A started endpoint for a one-off job (replay, reconcile).
+
+        On ``port`` when it is free; when a long-running process already holds it
+        (the usual case on a worker host), on a free port instead, so the job still
+        runs and shows its progress at the URL it prints.
+        """
+        try:
+            return cls(bind, port).start()
+        except OSError:
+            return cls(bind, 0).start()
+
     @property
     def url(self) -> str:
         """Base URL of the endpoint."""

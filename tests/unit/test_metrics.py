@@ -44,3 +44,15 @@ def test_health_and_readiness(server: metrics.MetricsServer) -> None:
     assert fetch(server.url + "/readyz") == (200, "ready\n")
     status, body = fetch(server.url + "/nope")
     assert status == 404 and "/metrics" in body
+
+
+def test_a_job_whose_port_is_taken_serves_on_another() -> None:
+    worker = metrics.MetricsServer("127.0.0.1", 0).start()
+    taken = int(worker.url.rsplit(":", 1)[1])
+    job = metrics.MetricsServer.for_job("127.0.0.1", taken)
+    try:
+        assert job.url != worker.url
+        assert fetch(job.url + "/metrics")[0] == 200
+    finally:
+        job.stop()
+        worker.stop()
