@@ -28,7 +28,7 @@ from typing import Any
 
 from agents.base import COMPLETED, STARTED, Decision, Derivation, Emission, run_id
 from agents.scoring import Score
-from agents.snapshots import Snapshot, value
+from agents.snapshots import Snapshot, evolve, value
 from ml.features.signals import parse_day
 from schema_registry.events import (
     ChangeType,
@@ -171,6 +171,15 @@ def triggers(change: RecordChanged, snapshot: Snapshot | None = None) -> bool:
     ``changedFields`` name ``StageName``, unless the new stage is closed.
     """
     return skip_reason(change, snapshot) is None
+
+
+def fold(before: Snapshot | None, change: RecordChanged) -> Snapshot:
+    """The opportunity after ``change``: fields and stage history; every runtime folds so.
+
+    The fields come from :func:`~agents.snapshots.evolve`, the history from
+    :func:`track_stage`.
+    """
+    return track_stage(before, evolve(before, change), change)
 
 
 def track_stage(before: Snapshot | None, after: Snapshot, change: RecordChanged) -> Snapshot:

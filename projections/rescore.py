@@ -481,9 +481,7 @@ class WinFlow:
             change = item.event
             if not isinstance(change, RecordChanged):
                 continue
-            before = self.snapshots.get(change.subject)
-            after = snapshots.evolve(before, change)
-            after = opportunity_insights.track_stage(before, after, change)
+            after = opportunity_insights.fold(self.snapshots.get(change.subject), change)
             self.snapshots[change.subject] = after
             if (since is None or change.time >= since) and opportunity_insights.triggers(
                 change, after

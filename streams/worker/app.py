@@ -418,8 +418,7 @@ def _opportunity_agent(worker: Worker, emitter: Emitter, source: Any) -> None:
                 continue
             key = change.subject
             before = table.get(key)
-            after = snapshots.evolve(before, change)
-            after = opportunity_insights.track_stage(before, after, change)
+            after = opportunity_insights.fold(before, change)
             if before and before.get("onboarding_id"):
                 after["onboarding_id"] = before["onboarding_id"]
             emissions: list[Emission] = []
