@@ -54,13 +54,17 @@ def csv_cell(value: Any) -> str:
 
 
 def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    """``records`` as CSV text with a header row (every record has the same fields)."""
-    header = list(records[0])
+    """``records`` as CSV text with a header row of every field any record sets.
+
+    A record without one of the fields gets an empty cell, which Bulk API 2.0 reads
+    as "leave as it is" (a null is ``#N/A``).
+    """
+    header = list(dict.fromkeys(name for record in records for name in record))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for record in records:
-        writer.writerow([csv_cell(record[name]) for name in header])
+        writer.writerow([csv_cell(record[name]) if name in record else "" for name in header])
     return buffer.getvalue()
 
 

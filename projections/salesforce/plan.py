@@ -6,10 +6,10 @@ every command into one of four fates: a repeat of an applied command, rejected b
 the conflict rules, already current (every field already holds its value), or
 pending. A correction from ``sfe reconcile`` (:data:`CORRECTION_SOURCE`) is never
 "already current": it exists because the org drifted from what the sink remembers.
-Pending updates are merged per record (a later command wins a field) and
-grouped by object and field set, because one sObject Collections call takes up to
-200 records of one object and the sink sends every record of a call the same
-fields. Creates are grouped the same way, one new record per command.
+Pending updates are merged per record (a later command wins a field) and grouped by
+object, each record keeping its own fields, so the records of a batch fill calls of
+200 whatever fields they set. Creates are grouped by object and field set, one new
+record per command.
 
 Conflict rules (SPEC.md, "Conflict Resolution"): Salesforce owns contact
 information, deal stages and contract details. A command that touches one of the
@@ -101,7 +101,7 @@ class PendingRecord:
 
 @dataclass(frozen=True)
 class Group:
-    """Records of one object, one operation and one field set: the unit of a Collections call."""
+    """Records of one object and operation (creates: one field set); ``fields``: their union."""
 
     operation: SalesforceOperation
     sobject: str
@@ -139,6 +139,10 @@ def _rejection(command: SalesforceWriteRequested) -> Rejection | None:
             SalesforceError(status_code=MISSING_RECORD_ID, message="an UPDATE needs record_id"),
         )
     return None
+
+
+def _union(records: Iterable[PendingRecord]) -> tuple[str, ...]:
+    return tuple(sorted({name for record in records for name in record.values}))
 
 
 def plan(
@@ -182,7 +186,10 @@ def plan(
     pending: dict[tuple[SalesforceOperation, str, tuple[str, ...]], list[PendingRecord]] = {}
     for (sobject, record_id), (values, owners) in updates.items():
         if values:
-            update_key = (SalesforceOperation.UPDATE, sobject, tuple(sorted(values)))
+            # Updates of one object share calls whatever their fields: each record of a
+            # Collections call carries its own, and a Bulk job's empty cells leave the
+            # fields a record does not set alone.
+            update_key = (SalesforceOperation.UPDATE, sobject, ())
             pending.setdefault(update_key, []).append(
                 PendingRecord(record_id, values, tuple(owners))
             )
@@ -190,7 +197,8 @@ def plan(
         create_key = (SalesforceOperation.CREATE, command.sobject, tuple(sorted(command.fields)))
         pending.setdefault(create_key, []).append(PendingRecord(None, command.fields, (command,)))
     groups = tuple(
-        Group(op, sobject, names, tuple(recs)) for (op, sobject, names), recs in pending.items()
+        Group(op, sobject, names or _union(recs), tuple(recs))
+        for (op, sobject, names), recs in pending.items()
     )
     writes = sum(len(r.values) for g in groups for r in g.records)
     return Plan(tuple(repeats), tuple(rejected), tuple(current), groups, writes)

@@ -38,7 +38,17 @@ def command(
     )
 
 
-def test_updates_group_by_object_and_field_set() -> None:
+def test_updates_of_one_object_share_a_group_whatever_their_fields() -> None:
+    leads = [
+        command("00Q000000000001AAA", {"AI_Enhanced_Score__c": 1}),
+        command("00Q000000000002AAA", {"AI_Enhanced_Score__c": 2, "Tech_Stack__c": "AWS"}),
+    ]
+    (group,) = plan(leads, {}, {}).groups
+    assert group.fields == ("AI_Enhanced_Score__c", "Tech_Stack__c")
+    assert [dict(r.values) for r in group.records] == [dict(c.fields) for c in leads]
+
+
+def test_updates_group_by_object() -> None:
     commands = [command(f"00Q{i:015d}", {"AI_Enhanced_Score__c": i}) for i in range(3)]
     commands.append(command("006000000000001AAA", {"AI_Win_Probability__c": 40}, "Opportunity"))
     result = plan(commands, {}, {})

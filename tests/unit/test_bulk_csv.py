@@ -29,6 +29,11 @@ def test_records_round_trip_through_csv() -> None:
     ]
 
 
+def test_a_field_one_record_does_not_set_is_an_empty_cell() -> None:
+    text = records_csv([{"Id": "00Q1", "A__c": 1}, {"Id": "00Q2", "B__c": None}])
+    assert text.splitlines() == ["Id,A__c,B__c", "00Q1,1,", "00Q2,,#N/A"]
+
+
 def test_failed_rows_give_the_error_code_message_and_fields() -> None:
     error = parse_error("INVALID_FIELD:No such column 'Foo__c' on entity 'Lead':Foo__c --")
     assert error.status_code == "INVALID_FIELD"
