@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import psycopg
 import pytest
 from confluent_kafka import Producer
-from psycopg import sql
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
 
@@ -39,11 +37,10 @@ from schema_registry.events import (
     SalesforceError,
     WorkflowAdvanced,
 )
-from sfe import db
 from sfe.settings import Settings
-from sfe.stack import PostgresCluster
 from streams.topic_admin import TopicAdmin
 from streams.topics import catalogue
+from tests.databases import scratch_database
 from tests.kafka_helpers import consume_records, delete_topics_with_prefix
 
 pytestmark = pytest.mark.integration
@@ -84,28 +81,17 @@ class Env:
 
 @pytest.fixture
 def env(stack: Settings) -> Iterator[Env]:
-    cluster = PostgresCluster(stack)
     suffix = uuid.uuid4().hex[:8]
-    database = f"sfe_scratch_{suffix}"
-    with psycopg.connect(cluster.superuser_conninfo(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(database), sql.Identifier(cluster.role)
-            )
-        )
-    url = stack.sqlalchemy_url().rsplit("/", 1)[0] + "/" + database
-    prefix = f"test.{suffix}."
-    settings = stack.model_copy(update={"database_url": SecretStr(url), "topic_prefix": prefix})
-    db.upgrade(settings)
-    TopicAdmin(stack.kafka_bootstrap).ensure(catalogue(prefix))
-    engine = create_engine(url)
-    try:
-        yield Env(settings, f"test-{suffix}", engine, Codec(topic_prefix=prefix))
-    finally:
-        engine.dispose()
-        delete_topics_with_prefix(stack, prefix)
-        with psycopg.connect(cluster.superuser_conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+    with scratch_database(stack, suffix) as url:
+        prefix = f"test.{suffix}."
+        settings = stack.model_copy(update={"database_url": SecretStr(url), "topic_prefix": prefix})
+        TopicAdmin(stack.kafka_bootstrap).ensure(catalogue(prefix))
+        engine = create_engine(url)
+        try:
+            yield Env(settings, f"test-{suffix}", engine, Codec(topic_prefix=prefix))
+        finally:
+            engine.dispose()
+            delete_topics_with_prefix(stack, prefix)
 
 
 def result(n: int, outcome: CommandOutcome = CommandOutcome.APPLIED, **extra: object) -> Event:
