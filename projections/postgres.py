@@ -27,12 +27,14 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from typing import Any
 
 from confluent_kafka import Message, Producer
-from sqlalchemy import Connection, MetaData, Table, case, func
+from sqlalchemy import Connection, MetaData, Table, case, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from projections import tables
@@ -64,18 +66,38 @@ READ_MODELS = (tables.sync_log, tables.ml_predictions, tables.workflow_execution
 Row = dict[str, Any]
 
 
+@dataclass
+class Rows:
+    """The rows of a batch of records, per table, in log order (runs not yet merged)."""
+
+    syncs: list[Row]
+    predictions: list[Row]
+    runs: list[Row]
+    #: Time of the newest event read (seconds since the epoch), None if none was.
+    newest: float | None = None
+
+
 class Unprojectable(ValueError):
     """A decoded event whose values cannot become a row (a field too long, out of range)."""
 
 
+@cache
+def _lengths(table: Table) -> dict[str, int | None]:
+    """The length limit of each column of ``table`` (None: unlimited)."""
+    return {column.name: getattr(column.type, "length", None) for column in table.columns}
+
+
 def _fit(value: str | None, column: str, table: Table) -> str | None:
-    length = getattr(table.c[column].type, "length", None)
-    if value is not None and length is not None and len(value) > length:
-        raise Unprojectable(f"{table.name}.{column} holds {length} characters: {value!r}")
+    if value is not None:
+        length = _lengths(table)[column]
+        if length is not None and len(value) > length:
+            raise Unprojectable(f"{table.name}.{column} holds {length} characters: {value!r}")
     return value
 
 
 def _naive_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is UTC:  # as decoded: nothing to convert
+        return moment.replace(tzinfo=None)
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -189,17 +211,36 @@ class PostgresProjection:
 
     def project(self, connection: Connection, messages: Sequence[Message]) -> None:
         """Write the rows of ``messages``; dead-letter what cannot be read, before commit."""
-        syncs: list[Row] = []
-        predictions: list[Row] = []
-        runs: list[Row] = []
+        rows = self.rows(messages)
+        # executemany: psycopg sends each statement's rows in one pipeline.
+        if rows.syncs:
+            connection.execute(self._insert(self.sync_log), rows.syncs)
+        if rows.predictions:
+            connection.execute(self._insert(self.ml_predictions), rows.predictions)
+        if rows.runs:
+            connection.execute(self._upsert_runs(), merge_runs(rows.runs))
+        self.flush_dead_letters()
+        if rows.newest is not None:
+            metrics.SYNC_LAG.labels(projection=self.name).set(max(0.0, time.time() - rows.newest))
+
+    def rows(self, messages: Sequence[Message]) -> Rows:
+        """Decode ``messages`` into rows (in log order); dead-letter what cannot be read.
+
+        The dead letters are produced, not flushed: call :meth:`flush_dead_letters`
+        before the rows' transaction commits.
+        """
+        rows = Rows([], [], [])
+        syncs, predictions, runs = rows.syncs, rows.predictions, rows.runs
         newest: float | None = None
+        decode, write_type = self.codec.decode, SalesforceWriteRequested.type
+        consumed: dict[str, int] = {}
         for message in messages:
             topic = str(message.topic())
-            metrics.EVENTS_CONSUMED.labels(topic=topic).inc()
+            consumed[topic] = consumed.get(topic, 0) + 1
             try:
-                event = self.codec.decode(topic, message.value(), headers_of(message))
+                event = decode(topic, message.value(), headers_of(message))
                 if isinstance(event, CommandExecuted):
-                    if event.command_type == SalesforceWriteRequested.type:
+                    if event.command_type == write_type:
                         syncs.append(sync_log_row(event, self.sync_log))
                 elif isinstance(event, PredictionMade):
                     predictions.append(prediction_row(event, self.ml_predictions))
@@ -209,24 +250,25 @@ class PostgresProjection:
                 self._dead_letter(message, exc)
                 continue
             newest = max(newest or 0.0, event.time.timestamp())
-        # executemany: psycopg sends each statement's rows in one pipeline.
-        if syncs:
-            connection.execute(self._insert(self.sync_log), syncs)
-        if predictions:
-            connection.execute(self._insert(self.ml_predictions), predictions)
-        if runs:
-            connection.execute(self._upsert_runs(), merge_runs(runs))
+        for topic, count in consumed.items():
+            metrics.EVENTS_CONSUMED.labels(topic=topic).inc(count)
+        rows.newest = newest
+        return rows
+
+    def flush_dead_letters(self) -> None:
+        """Wait until the dead letters produced so far are delivered (before a commit)."""
         if self.producer.flush(30) != 0:
             raise RuntimeError(f"dead letters to {self.dlq_topic} were not delivered")
-        if newest is not None:
-            metrics.SYNC_LAG.labels(projection=self.name).set(max(0.0, time.time() - newest))
 
     def _insert(self, table: Table) -> Any:
         return insert(table).on_conflict_do_nothing(index_elements=["event_id"])
 
-    def _upsert_runs(self) -> Any:
+    def _upsert_runs(self, source: Table | None = None) -> Any:
+        """The upsert of runs: of the statement's parameters, or of ``source``'s rows."""
         table = self.workflow_executions
         statement = insert(table)
+        if source is not None:
+            statement = statement.from_select([c.name for c in source.columns], select(source))
         new = statement.excluded
         open_run = table.c.completed_at.is_(None) | new.completed_at.is_not(None)
         keep = {

@@ -1,10 +1,13 @@
 """Rebuild the PostgreSQL projection from the log and swap it in while the live one serves.
 
-A rebuild creates empty staging tables shaped like the live ones
-(``CREATE TABLE x__rebuild (LIKE x INCLUDING ALL)``), reads the source topics with a
-plain confluent-kafka consumer (no group, large batches) from the earliest offset or
-from a point in time up to the end of each partition, and projects them with the
-same code as the live projection. It then swaps the tables in **one transaction**:
+A rebuild creates empty, unlogged staging tables shaped like the live ones
+(``CREATE UNLOGGED TABLE x__rebuild (LIKE x INCLUDING ALL)``), reads the source topics
+with a plain confluent-kafka consumer (no group, large batches) from the earliest offset
+or from a point in time up to the end of each partition, and turns them into rows with
+the same code as the live projection (:meth:`PostgresProjection.rows`). A reader thread
+polls and decodes while the calling thread loads the previous batch with ``COPY``
+(:class:`StagingWriter`, to the same effect as the live projection's statements). The
+staging tables are then made durable (``SET LOGGED``) and swapped in **one transaction**:
 it locks the live tables (waiting for the live projection's batch in flight), catches
 up with whatever the live projection applied meanwhile, renames the staging tables
 into place (keeping the live index, constraint and sequence names) and stores the
@@ -17,24 +20,28 @@ without the surrogate ``id``, so a rebuild and the live projection can be compar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import queue
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any
 
+import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as Partition
-from sqlalchemy import Connection, Engine, Table, text
+from sqlalchemy import Column, Connection, Engine, MetaData, Table, text
+from sqlalchemy.dialects.postgresql import JSONB
 
-from projections.postgres import READ_MODELS, PostgresProjection
+from projections.postgres import READ_MODELS, PostgresProjection, Row, Rows, merge_runs
 from projections.runner import store_positions, stored_positions
 from sfe import metrics
 from streams.topic_admin import while_leaders_settle
@@ -42,6 +49,10 @@ from streams.topic_admin import while_leaders_settle
 STAGING_SUFFIX = "__rebuild"
 #: How long the swap waits to read what the live projection applied during the rebuild.
 CATCH_UP_TIMEOUT_S = 60.0
+#: ``json.dumps`` (as SQLAlchemy writes JSONB) without the check for circular values.
+_JSON_TEXT = json.JSONEncoder(check_circular=False).encode
+#: Rows hashed per round trip.
+_HASH_CHUNK = 10_000
 _INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX (\S+) ON (\S+) (.*)$")
 
 Positions = dict[tuple[str, int], int]
@@ -64,18 +75,20 @@ def content_hash(connection: Connection, suffix: str = "") -> tuple[str, dict[st
     """SHA-256 of every read model's rows (ordered by ``event_id``, without ``id``), and counts."""
     digest = hashlib.sha256()
     counts: dict[str, int] = {}
+    # As json.dumps(row, default=_canonical, sort_keys=True); rows cannot be circular.
+    encode = json.JSONEncoder(default=_canonical, sort_keys=True, check_circular=False).encode
+    raw = connection.connection.driver_connection
     for table in READ_MODELS:
         name = table.name + suffix
         columns = [column.name for column in table.columns if column.name != "id"]
         digest.update(json.dumps([table.name, columns]).encode())
-        result = connection.execution_options(yield_per=10_000).execute(
-            text(f"SELECT {', '.join(columns)} FROM {name} ORDER BY event_id")
-        )
         counts[table.name] = 0
-        for row in result:
-            digest.update(json.dumps(list(row), default=_canonical, sort_keys=True).encode())
-            digest.update(b"\n")
-            counts[table.name] += 1
+        # A server-side cursor read in chunks; json.dumps(..., ensure_ascii=True) is ASCII.
+        with raw.cursor(name=f"content_hash_{table.name}") as cursor:  # type: ignore[union-attr]
+            cursor.execute(f"SELECT {', '.join(columns)} FROM {name} ORDER BY event_id")
+            while chunk := cursor.fetchmany(_HASH_CHUNK):
+                digest.update("".join([encode(list(row)) + "\n" for row in chunk]).encode())
+                counts[table.name] += len(chunk)
     return "sha256:" + digest.hexdigest(), counts
 
 
@@ -114,6 +127,9 @@ class Rebuild:
         #: Last offset projected, and next offset to read, per (topic, partition).
         self.positions: Positions = {}
         self.next_offsets: Positions = {}
+        #: Seconds spent per phase of :meth:`run`.
+        self.timings: dict[str, float] = {}
+        self._abandon = threading.Event()
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -131,11 +147,19 @@ class Rebuild:
             with self.engine.begin() as connection:
                 self._create_staging(connection)
             consumed = self._consume_to_end(stop)
+            started = time.perf_counter()
+            with self.engine.begin() as connection:
+                for table in READ_MODELS:
+                    connection.execute(text(f"ALTER TABLE {table.name}{STAGING_SUFFIX} SET LOGGED"))
+            self.timings["set logged"] = time.perf_counter() - started
+            started = time.perf_counter()
             with self.engine.begin() as connection:
                 consumed += self._catch_up_and_swap(connection, stop)
+            self.timings["swap"] = time.perf_counter() - started
             # Hashed after the swap's commit: readers and the live projection wait for the
             # swap only, not for the hash.
             digest, rows = snapshot_hash(self.engine)
+            self.timings["hash"] = time.perf_counter() - started - self.timings["swap"]
             return ReplayResult(consumed, rows, digest)
         finally:
             self._consumer.close()
@@ -148,7 +172,10 @@ class Rebuild:
             table.create(connection, checkfirst=True)  # a dropped live table comes back empty
             staging = table.name + STAGING_SUFFIX
             connection.execute(text(f"DROP TABLE IF EXISTS {staging}"))
-            connection.execute(text(f"CREATE TABLE {staging} (LIKE {table.name} INCLUDING ALL)"))
+            # Unlogged while it is filled (no WAL per row); made durable before the swap.
+            connection.execute(
+                text(f"CREATE UNLOGGED TABLE {staging} (LIKE {table.name} INCLUDING ALL)")
+            )
 
     def _assign(self) -> tuple[list[Partition], int]:
         partitions = [
@@ -174,34 +201,86 @@ class Rebuild:
         return partitions, total
 
     def _consume_to_end(self, stop: threading.Event) -> int:
+        """Read every source partition to its end into the staging tables.
+
+        A reader thread polls and decodes batch after batch while this thread copies the
+        previous one into the staging tables, each batch in its own transaction.
+        """
         partitions, total = self._assign()
         pending = {(p.topic, p.partition) for p in partitions}
-        consumed = 0
-        while pending:
-            if stop.is_set():
-                raise ReplayInterrupted("stopped before the swap")
-            records = self._poll(pending)
-            if records:
+        batches: queue.Queue[tuple[int, Rows] | BaseException | None] = queue.Queue(maxsize=2)
+        reader = threading.Thread(
+            target=self._read, args=(pending, stop, batches), name="rebuild-reader", daemon=True
+        )
+        writer = StagingWriter(self.projection)
+        consumed, written = 0, 0.0
+        reader.start()
+        try:
+            while (item := batches.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                count, rows = item
+                started = time.perf_counter()
                 with self.engine.begin() as connection:
-                    self.projection.project(connection, records)
-                consumed += len(records)
+                    writer.write(connection, rows)
+                    self.projection.flush_dead_letters()
+                    committing = time.perf_counter()
+                writer.took("commit", committing)
+                written += time.perf_counter() - started
+                consumed += count
                 self.progress(consumed, total)
+        finally:
+            self._abandon.set()  # the reader stops at its next batch if this one failed
+            while reader.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    batches.get(timeout=0.1)
+            reader.join()
+        self.timings["write (COPY into staging)"] = written
+        self.timings.update({f"  {step}": seconds for step, seconds in writer.timings.items()})
         return consumed
+
+    def _read(
+        self,
+        pending: set[tuple[str, int]],
+        stop: threading.Event,
+        batches: queue.Queue[tuple[int, Rows] | BaseException | None],
+    ) -> None:
+        """Poll and decode until every partition is at its end; hand the rows to ``batches``."""
+        cpu, started = time.thread_time(), time.perf_counter()
+        try:
+            while pending:
+                if stop.is_set():
+                    raise ReplayInterrupted("stopped before the swap")
+                if self._abandon.is_set():
+                    return
+                records = self._poll(pending)
+                if records:
+                    batches.put((len(records), self.projection.rows(records)))
+            batches.put(None)
+        except BaseException as exc:  # handed to the writer, which raises it
+            batches.put(exc)
+        finally:
+            self.timings["consume+decode (reader thread, wall)"] = time.perf_counter() - started
+            self.timings["consume+decode (reader thread, CPU)"] = time.thread_time() - cpu
 
     def _poll(self, pending: set[tuple[str, int]]) -> list[Message]:
         records = []
+        newest: Positions = {}  # the highest offset read per partition in this batch
         for message in self._consumer.consume(self.batch_size, 1.0):
             error = message.error()
-            where = (str(message.topic()), int(message.partition() or 0))
-            offset = int(message.offset() or 0)
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                pending.discard(where)
-            elif error is not None:
-                raise KafkaException(error)
-            else:
+            where = (str(message.topic()), message.partition() or 0)
+            if error is None:
                 records.append(message)
-                self.positions[where] = max(self.positions.get(where, -1), offset)
-                self.next_offsets[where] = max(self.next_offsets.get(where, 0), offset + 1)
+                offset = message.offset() or 0
+                if offset > newest.get(where, -1):
+                    newest[where] = offset
+            elif error.code() == KafkaError._PARTITION_EOF:
+                pending.discard(where)
+            else:
+                raise KafkaException(error)
+        for where, offset in newest.items():
+            self.positions[where] = max(self.positions.get(where, -1), offset)
+            self.next_offsets[where] = max(self.next_offsets.get(where, 0), offset + 1)
         metrics.REPLAY_EVENTS.labels(task=f"replay-{self.projection.name}").inc(len(records))
         return records
 
@@ -224,6 +303,119 @@ class Rebuild:
             _swap(connection, table)
         store_positions(connection, self.projection.name, self.positions)
         return consumed
+
+
+class StagingWriter:
+    """Writes rows into a rebuild's staging tables with COPY, as the projection's statements would.
+
+    ``sync_log`` and ``ml_predictions`` keep the first row of an ``event_id``
+    (``ON CONFLICT DO NOTHING``): the batch's rows, first of each id, are copied straight
+    into the table, and only if one of them is already there (a record read twice) is
+    the batch copied into a temporary table and inserted from it with the projection's
+    conflict rule. The runs of ``workflow_executions``, folded per batch with
+    :func:`~projections.postgres.merge_runs`, are copied into a temporary table and
+    upserted from it with the projection's own upsert.
+    """
+
+    def __init__(self, projection: PostgresProjection) -> None:
+        """Write into ``projection``'s tables (the staging tables)."""
+        self.projection = projection
+        #: Seconds spent per step, over every :meth:`write`.
+        self.timings: dict[str, float] = {}
+
+    def took(self, step: str, started: float) -> float:
+        """Add the seconds since ``started`` to ``step``'s; return now (``perf_counter``)."""
+        now = time.perf_counter()
+        self.timings[step] = self.timings.get(step, 0.0) + now - started
+        return now
+
+    def write(self, connection: Connection, rows: Rows) -> None:
+        """Write ``rows`` in ``connection``'s transaction."""
+        raw = connection.connection.driver_connection
+        started = time.perf_counter()
+        with raw.cursor() as cursor:  # type: ignore[union-attr]
+            self._insert_new(cursor, self.projection.sync_log, rows.syncs)
+            started = self.took("COPY sync_log", started)
+            self._insert_new(cursor, self.projection.ml_predictions, rows.predictions)
+            started = self.took("COPY ml_predictions", started)
+            if rows.runs:
+                runs = self.projection.workflow_executions
+                batch = _temporary(cursor, runs)
+                _copy(cursor, batch, _values(batch, merge_runs(rows.runs)))
+                connection.execute(self.projection._upsert_runs(batch))
+                cursor.execute(f"DROP TABLE {batch.name}")
+                self.took("upsert workflow_executions", started)
+
+    def _insert_new(self, cursor: psycopg.Cursor[Any], table: Table, rows: list[Row]) -> None:
+        if not rows:
+            return
+        first: dict[str, Row] = {}
+        for row in rows:
+            first.setdefault(row["event_id"], row)
+        columns = _columns(table)
+        values = _values(columns, first.values())
+        cursor.execute("SAVEPOINT rebuild_copy")
+        try:
+            _copy(cursor, columns, values)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT rebuild_copy")
+            batch = _temporary(cursor, table)
+            _copy(cursor, batch, values)
+            names = ", ".join(column.name for column in batch.columns)
+            cursor.execute(
+                f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {batch.name} "
+                "ON CONFLICT (event_id) DO NOTHING"
+            )
+            cursor.execute(f"DROP TABLE {batch.name}")
+        else:
+            cursor.execute("RELEASE SAVEPOINT rebuild_copy")
+
+
+def _columns(table: Table) -> Table:
+    """``table`` without its surrogate ``id`` (the columns a COPY fills)."""
+    return Table(
+        table.name,
+        MetaData(),
+        *(Column(column.name, column.type) for column in table.columns if column.name != "id"),
+    )
+
+
+def _temporary(cursor: psycopg.Cursor[Any], table: Table) -> Table:
+    """A temporary table with ``table``'s columns but ``id``, dropped at commit at the latest."""
+    columns = _columns(table)
+    batch = Table(
+        table.name + "__batch", MetaData(), *(Column(c.name, c.type) for c in columns.columns)
+    )
+    names = ", ".join(column.name for column in batch.columns)
+    cursor.execute(
+        f"CREATE TEMPORARY TABLE {batch.name} ON COMMIT DROP AS "
+        f"SELECT {names} FROM {table.name} WITH NO DATA"
+    )
+    return batch
+
+
+def _values(columns: Table, rows: Iterable[Row]) -> list[tuple[Any, ...]]:
+    """The rows as tuples in the order of ``columns``; JSONB values as JSON text."""
+    names = [column.name for column in columns.columns]
+    documents = [n for n, c in enumerate(columns.columns) if isinstance(c.type, JSONB)]
+    if not documents:
+        return [tuple([row[name] for name in names]) for row in rows]
+    values = []
+    dumps = _JSON_TEXT
+    for row in rows:
+        value = [row[name] for name in names]
+        for n in documents:
+            if value[n] is not None:
+                value[n] = dumps(value[n])
+        values.append(tuple(value))
+    return values
+
+
+def _copy(cursor: psycopg.Cursor[Any], table: Table, values: list[tuple[Any, ...]]) -> None:
+    names = ", ".join(column.name for column in table.columns)
+    with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+        for row in values:
+            copy.write_row(row)
 
 
 def _indexes(connection: Connection, table: str) -> dict[tuple[bool, str], str]:

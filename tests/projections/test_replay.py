@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from projections.postgres import PostgresProjection
-from projections.replay import STAGING_SUFFIX, Rebuild, ReplayInterrupted
-from schema_registry.events import Event
+from projections.postgres import (
+    PostgresProjection,
+    Rows,
+    merge_runs,
+    prediction_row,
+    sync_log_row,
+    workflow_row,
+)
+from projections.replay import (
+    STAGING_SUFFIX,
+    Rebuild,
+    ReplayInterrupted,
+    StagingWriter,
+    content_hash,
+)
+from schema_registry.events import (
+    CommandExecuted,
+    CommandOutcome,
+    Event,
+    Factor,
+    ModelRef,
+    PredictionMade,
+    SalesforceError,
+    WorkflowAdvanced,
+)
 from sfe.cli import main
 from tests.projections.test_postgres import (
     RUN,
+    T0,
     TABLES,
     Env,
     drain,
@@ -152,4 +178,131 @@ def test_an_interrupted_replay_leaves_the_live_tables_alone(env: Env) -> None:
     assert sfe(env, "projection", "hash") == before
     assert rows(env.engine, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%rebuild'") == [
         (0,)
+    ]
+
+
+def tricky_batches() -> list[list[tuple[str, Event]]]:
+    """Two batches of values that COPY must write exactly as the statements do."""
+    odd = 'quote" back\\slash \\N tab\tnew\nline Zürich ✓ 🚀'
+    scored = [
+        PredictionMade(
+            id=f"tricky-{n}",
+            source="agents.lead_qualification",
+            subject=f"00Q{n:015d}",
+            time=T0 + timedelta(seconds=n, microseconds=123456 * n),
+            purpose=odd[:50],
+            entity="Lead",
+            model=ModelRef(name="lead", version="v\\1"),
+            score=score,
+            factors=(
+                Factor(name=odd, contribution=1e-05),
+                Factor(name="", contribution=-0.1),
+                Factor(name='{"json": [1]}', contribution=2.5e300),
+            )[: n % 4],
+        )
+        for n, score in enumerate([0.005, 0.125, 0.00125, 1.0, 0.0, 0.87654, 0.994999])
+    ]
+    first_batch: list[tuple[str, Event]] = [
+        *(("predictions", event) for event in scored),
+        # The same id again, another score: the first row stays.
+        ("predictions", replace(scored[0], score=0.5)),
+        ("command.results", result(1, operation=None)),
+        (
+            "command.results",
+            result(
+                2,
+                CommandOutcome.REJECTED,
+                target="Task/new",
+                operation="CREATE",
+                errors=(
+                    SalesforceError(status_code="A", message=odd, fields=("F\\1", "Ö")),
+                    SalesforceError(status_code="B", message=""),
+                ),
+            ),
+        ),
+        ("command.results", result(3, target="Lead/", salesforce_id="\\N")),
+        ("workflow.events", transition("onb-x", 0, "provisioning", 1, None)),
+        ("workflow.events", transition("onb-x", 1, "completed", 3, "provisioning")),
+        ("workflow.events", replace(transition("onb-y", 0, "started", 0, None), attributes={})),
+    ]
+    second_batch: list[tuple[str, Event]] = [
+        # Read twice: already in the table from the first batch (the fallback path).
+        ("predictions", replace(scored[1], score=0.9)),
+        ("predictions", prediction(99)),
+        ("command.results", result(1)),
+        # A finished run is not reopened; an open one moves on, keeping its start.
+        ("workflow.events", transition("onb-x", 2, "provisioning", 2, "completed")),
+        ("workflow.events", transition("onb-y", 3, "Timed_Out", 2, "started")),
+        ("workflow.events", replace(transition("onb-z", 0, "started", 0, None), attributes={})),
+    ]
+    return [first_batch, second_batch]
+
+
+def test_copy_into_staging_writes_what_the_projection_statements_write(env: Env) -> None:
+    by_copy, by_statements = env.projection("__copy"), env.projection("__statements")
+    with env.engine.begin() as connection:
+        for table in TABLES:
+            for suffix in ("__copy", "__statements"):
+                connection.execute(
+                    text(f"CREATE TABLE {table}{suffix} (LIKE {table} INCLUDING ALL)")
+                )
+    writer = StagingWriter(by_copy)
+    for batch in tricky_batches():
+        made = Rows([], [], [])
+        for _, event in batch:
+            if isinstance(event, PredictionMade):
+                made.predictions.append(prediction_row(event))
+            elif isinstance(event, WorkflowAdvanced):
+                made.runs.append(workflow_row(event))
+            elif isinstance(event, CommandExecuted):
+                made.syncs.append(sync_log_row(event))
+        with env.engine.begin() as connection:
+            writer.write(connection, made)
+        with env.engine.begin() as connection:  # what PostgresProjection.project executes
+            connection.execute(by_statements._insert(by_statements.sync_log), made.syncs)
+            connection.execute(
+                by_statements._insert(by_statements.ml_predictions), made.predictions
+            )
+            connection.execute(by_statements._upsert_runs(), merge_runs(made.runs))
+
+    with env.engine.connect() as connection:
+        copied = content_hash(connection, "__copy")
+        stated = content_hash(connection, "__statements")
+    assert copied == stated
+    assert copied[1] == {"sync_log": 3, "ml_predictions": 8, "workflow_executions": 3}
+    assert rows(
+        env.engine,
+        "SELECT event_id, probability, jsonb_array_length(factors) FROM ml_predictions__copy "
+        "ORDER BY event_id",
+    ) == [
+        ("prediction-99", Decimal("87.65"), 2),
+        ("tricky-0", Decimal("0.50"), 0),
+        ("tricky-1", Decimal("12.50"), 1),
+        ("tricky-2", Decimal("0.13"), 2),
+        ("tricky-3", Decimal("100.00"), 3),
+        ("tricky-4", Decimal("0.00"), 0),
+        ("tricky-5", Decimal("87.65"), 1),
+        ("tricky-6", Decimal("99.50"), 2),
+    ]
+    odd = 'quote" back\\slash \\N tab\tnew\nline Zürich ✓ 🚀'
+    assert rows(
+        env.engine, "SELECT factors->0->>'name' FROM ml_predictions__copy WHERE event_id='tricky-2'"
+    ) == [(odd,)]
+    assert rows(
+        env.engine,
+        "SELECT event_id, sf_object, sf_record_id, operation, status, error_message "
+        "FROM sync_log__copy ORDER BY event_id",
+    ) == [
+        ("result-1", "Lead", "00Q000000000000001", None, "applied", None),
+        ("result-2", "Task", None, "create", "rejected", f"A: {odd} (fields: F\\1, Ö); B: "),
+        ("result-3", "Lead", None, "update", "applied", None),
+    ]
+    assert rows(
+        env.engine,
+        "SELECT event_id, record_id, status, steps_completed, total_steps, "
+        "completed_at IS NOT NULL FROM workflow_executions__copy ORDER BY event_id",
+    ) == [
+        ("onb-x", "001000000000001AAA", "completed", 3, 3, True),
+        ("onb-y", "001000000000001AAA", "Timed_Out", 2, 3, True),
+        ("onb-z", None, "started", 0, None, False),
     ]
