@@ -2,9 +2,10 @@
 
 Each batch the :class:`~projections.runner.ProjectionRunner` consumes is decoded,
 planned (:mod:`projections.salesforce.plan`) against what the sink remembers in
-PostgreSQL (:mod:`projections.salesforce.memory`), and only the fields whose target does not already hold the value are
-written, through sObject Collections (:mod:`projections.salesforce.writer`), or a Bulk
-API 2.0 job for large updates (:mod:`projections.salesforce.bulk`). After
+PostgreSQL (:mod:`projections.salesforce.memory`), and only the fields whose target
+does not already hold the value are written, through sObject Collections
+(:mod:`projections.salesforce.writer`), or a Bulk API 2.0 job for large updates
+(:mod:`projections.salesforce.bulk`). After
 Salesforce answered, one transaction stores the values written, the handled command
 ids with their outcomes, one ``CommandExecuted`` per command (and a dead letter per
 permanent failure) in an outbox, and the consumed positions. The outbox is then
