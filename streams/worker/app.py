@@ -76,6 +76,8 @@ FAUST_ROLES = frozenset(ROLES) - {"leads"}
 PARTITIONS = 6
 DLQ_TOPIC = "dlq.ingest"
 TICK_TOPIC = "sfe.worker.onboarding.ticks"
+#: Key of the results a saga received before its plan (see ``park`` in the agent).
+PARKED = "parked_results"
 MODEL_KINDS = {"leads": ("lead",), "opportunities": ("win",), "accounts": ("churn", "upsell")}
 
 
@@ -231,6 +233,19 @@ async def _decode(worker: Worker, emitter: Emitter, agent: str, event: Any) -> E
         log.warning("undecodable record dead-lettered", extra={"agent": agent, "id": letter.id})
         await emitter.send([Emission(DLQ_TOPIC, letter.subject, letter)])
         return None
+
+
+def _parked(worker: Worker, entry: dict[str, Any] | None) -> list[ProvisioningFinished]:
+    """The results parked under a saga whose plan had not been read yet, in arrival order."""
+    topic = worker.settings.topic_prefix + onboarding.RESULTS
+    found = []
+    for value, headers in (entry or {}).get(PARKED, []):
+        event = worker.codec.decode(
+            topic, bytes.fromhex(value), [(name, bytes.fromhex(raw)) for name, raw in headers]
+        )
+        if isinstance(event, ProvisioningFinished):
+            found.append(event)
+    return found
 
 
 def _observe_latency(change: RecordChanged) -> None:
@@ -481,18 +496,36 @@ def _onboarding_agent(worker: Worker, emitter: Emitter, source: Any, tick_second
                     state, decision = onboarding.on_tick(state, now, flows.onboarding)
                     await emitter.send(decision.emissions)
                     fold(account, tick["onboarding_id"], state, decision)
-                    continue
+                continue  # a late tick of a finished saga has nothing to do
             fact = await _decode(worker, emitter, "agents.onboarding", event)
             if isinstance(fact, OnboardingPlanned):
                 fresh = onboarding.state_from_plan(fact, flows.onboarding)
-                if fresh["onboarding_id"] not in (sagas.get(account) or {}):
+                known = (sagas.get(account) or {}).get(fresh["onboarding_id"])
+                if known is None or PARKED in known:
                     fold(account, fresh["onboarding_id"], fresh, None)
+                    for early in _parked(worker, known):
+                        await apply_result(account, early)
             elif isinstance(fact, ProvisioningFinished):
                 state = (sagas.get(account) or {}).get(fact.onboarding_id)
-                if state is not None:
-                    state, decision = onboarding.on_result(state, fact, flows.onboarding)
-                    await emitter.send(decision.emissions)
-                    fold(account, fact.onboarding_id, state, decision)
+                if state is None or PARKED in state:
+                    park(account, fact, state)
+                else:
+                    await apply_result(account, fact)
+
+    async def apply_result(account: str, fact: ProvisioningFinished) -> None:
+        state = (sagas.get(account) or {})[fact.onboarding_id]
+        state, decision = onboarding.on_result(state, fact, flows.onboarding)
+        await emitter.send(decision.emissions)
+        fold(account, fact.onboarding_id, state, decision)
+
+    def park(account: str, fact: ProvisioningFinished, parked: dict[str, Any] | None) -> None:
+        # The plan and the results travel on different topics, so a fast system's result
+        # can be read before the plan; it waits in the table for the plan.
+        encoded = worker.codec.encode(prefix + onboarding.RESULTS, fact)
+        entry = [encoded.value.hex(), [[name, value.hex()] for name, value in encoded.headers]]
+        runs = dict(sagas.get(account) or {})
+        runs[fact.onboarding_id] = {PARKED: [*(parked or {}).get(PARKED, []), entry]}
+        sagas[account] = runs
 
     @app.timer(interval=tick_seconds)
     async def schedule_ticks() -> None:

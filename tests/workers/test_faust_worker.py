@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from agents import onboarding, opportunity_insights
 from schema_registry.events import (
     ChangeType,
     ChurnRiskAssessed,
@@ -20,6 +21,7 @@ from schema_registry.events import (
     WorkflowAdvanced,
 )
 from sfe.settings import Settings
+from simulator.ecosystem import respond
 from tests.ports import free_port
 from tests.workers.support import (
     WorkerProcess,
@@ -244,3 +246,46 @@ def test_churn_run_opens_cases_for_high_risk_accounts_once_per_day(
     ]
     assert {u.record_id for u in updates} == set(accounts)
     assert all("Churn_Risk__c" in u.fields and u.fields["Intervention_Plan__c"] for u in updates)
+
+
+def test_results_read_before_their_plan_wait_for_it(
+    stack: Settings, prefix: str, spawn: Callable[..., WorkerProcess]
+) -> None:
+    """A fast system can answer before the agent reads the plan: nothing is lost."""
+    won = "006000000000005AAA"
+    create = change("Opportunity", won, ChangeType.CREATE, opportunity("Negotiation/Review"))
+    closed = change("Opportunity", won, ChangeType.UPDATE, {"StageName": "Closed Won"})
+    snapshot = opportunity_insights.fold(opportunity_insights.fold(None, create), closed)
+    config = onboarding.OnboardingConfig(step_timeout_seconds=900)
+    _, planned = onboarding.start(closed, snapshot, config)
+    requests = [e.event for e in planned.emissions if isinstance(e.event, ProvisioningRequested)]
+    assert len(requests) == 50
+    # Every result is in the log before the change that makes the worker plan.
+    append(stack, prefix, "provisioning.results", [respond(r) for r in requests])
+    append(stack, prefix, "sf.cdc.Opportunity", [create, closed])
+    spawn(
+        "worker",
+        "--role",
+        "opportunities",
+        "--role",
+        "onboarding",
+        SFE_ONBOARDING_STEP_TIMEOUT_SECONDS="900",
+    )
+    runs = read_events(
+        stack,
+        prefix,
+        "workflow.events",
+        lambda e: any(
+            isinstance(x, WorkflowAdvanced)
+            and x.workflow == "onboarding"
+            and x.to_state == "COMPLETED"
+            for x in e
+        ),
+        timeout=120,
+    )
+    steps = [r for r in runs if isinstance(r, WorkflowAdvanced) and r.workflow == "onboarding"]
+    assert sum(1 for r in steps if r.to_state == "STEP_COMPLETED") == 50
+    assert [r.to_state for r in steps].count("COMPLETED") == 1
+    # No request was sent twice: the parked results answered the first attempts.
+    sent = read_events(stack, prefix, "commands.provisioning", lambda e: len(e) >= 50, settle=2)
+    assert sorted(r.id for r in sent) == sorted(r.id for r in requests)
