@@ -44,19 +44,17 @@ from projections.notify.transport import (
 )
 from projections.runner import ProjectionRunner
 from projections.salesforce import memory
+from projections.salesforce.memory import message_headers
 from projections.salesforce.writer import SinkInterrupted
 from schema_registry.codec import Codec
-from schema_registry.dead_letters import coordinates, dead_letter
 from schema_registry.errors import UndecodableEvent
 from schema_registry.events import (
     CommandExecuted,
     CommandOutcome,
-    Event,
     NotificationRequested,
     SalesforceError,
 )
 from schema_registry.ids import derived_event_id
-from schema_registry.wire import ReadHeaders
 from sfe import metrics
 from sfe.settings import Settings, SettingsError
 
@@ -64,11 +62,6 @@ log = logging.getLogger(__name__)
 
 AGENT = "projections.notifications"
 COMMANDS, RESULTS, DLQ = "commands.notifications", "command.results", "dlq.notifications"
-
-
-def _headers(message: Message) -> ReadHeaders:
-    raw = message.headers() or []
-    return list(raw.items()) if isinstance(raw, dict) else list(raw)
 
 
 def result_event(
@@ -111,21 +104,23 @@ class NotificationSink:
         self.stop = stop or threading.Event()
         self.prefix = codec.topic_prefix
         self.topics: Sequence[str] = [self.prefix + COMMANDS]
-        self._outbox: list[dict[str, Any]] = []
+        self._outbox = memory.Outbox(self.name, AGENT, codec, RESULTS, DLQ)
 
     def project(self, connection: Connection, messages: Sequence[Message]) -> None:
         """Send ``messages``' new notifications and stage their results (runner's transaction)."""
-        self._outbox = []
+        self._outbox = memory.Outbox(self.name, AGENT, self.codec, RESULTS, DLQ)
         sources: dict[str, Message] = {}
         commands: list[NotificationRequested] = []
         for message in messages:
             try:
-                event = self.codec.decode(str(message.topic()), message.value(), _headers(message))
+                event = self.codec.decode(
+                    str(message.topic()), message.value(), message_headers(message)
+                )
             except UndecodableEvent as exc:
-                self._dead_letter(message, exc)
+                self._outbox.dead_letter(message, exc)
                 continue
             if not isinstance(event, NotificationRequested):  # the catalogue forbids it
-                self._dead_letter(message, PermanentDelivery("NOT_A_COMMAND", event.type))
+                self._outbox.dead_letter(message, PermanentDelivery("NOT_A_COMMAND", event.type))
                 continue
             commands.append(event)
             sources.setdefault(event.id, message)
@@ -137,7 +132,7 @@ class NotificationSink:
                 if outcome != CommandOutcome.REJECTED:
                     outcome = CommandOutcome.ALREADY_APPLIED
                 metrics.OPERATIONS.labels(component=AGENT, outcome="repeat").inc()
-                self._stage(result_event(command, outcome, errors, "result:repeat"))
+                self._outbox.stage(result_event(command, outcome, errors, "result:repeat"))
                 continue
             error = self._send(command)
             if error is None:
@@ -148,7 +143,7 @@ class NotificationSink:
             else:
                 outcome = CommandOutcome.REJECTED
                 errors = (SalesforceError(status_code=error.code, message=error.message),)
-                self._dead_letter(sources[command.id], error)
+                self._outbox.dead_letter(sources[command.id], error)
             metrics.OPERATIONS.labels(
                 component=AGENT, outcome="success" if error is None else "error"
             ).inc()
@@ -162,8 +157,8 @@ class NotificationSink:
                     "errors": [asdict(e) for e in errors],
                 }
             )
-            self._stage(result_event(command, outcome, errors))
-        memory.store(connection, (), outcomes, self._outbox)
+            self._outbox.stage(result_event(command, outcome, errors))
+        memory.store(connection, (), outcomes, self._outbox.rows)
 
     def _send(self, command: NotificationRequested) -> DeliveryError | None:
         transport = self.transports.get(command.channel.value)
@@ -187,38 +182,6 @@ class NotificationSink:
             "" if attempts == 1 else "s",
         )
         return None
-
-    def _stage(self, event: Event, topic: str = RESULTS, key: bytes | None = None) -> None:
-        encoded = self.codec.encode(self.prefix + topic, event)
-        self._outbox.append(
-            {
-                "sink": self.name,
-                "topic": self.prefix + topic,
-                "key": key if key is not None else event.subject.encode(),
-                "value": encoded.value,
-                "headers": [[name, value.hex()] for name, value in encoded.headers],
-            }
-        )
-
-    def _dead_letter(self, message: Message, error: Exception) -> None:
-        _, timestamp = message.timestamp()
-        letter = dead_letter(
-            consumer=AGENT,
-            topic=str(message.topic()),
-            partition=int(message.partition() or 0),
-            offset=int(message.offset() or 0),
-            key=message.key(),
-            value=message.value(),
-            headers=_headers(message),
-            error=error,
-            time=datetime.fromtimestamp(timestamp / 1000, UTC),
-        )
-        metrics.DEAD_LETTERS.labels(topic=self.prefix + DLQ, reason=letter.error_type).inc()
-        where = coordinates(
-            letter.original_topic, letter.original_partition, letter.original_offset
-        )
-        log.warning("dead letter %s (id %s): %s", where, letter.id, letter.reason)
-        self._stage(letter, DLQ, message.key())
 
 
 def run_sink(

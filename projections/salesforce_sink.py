@@ -38,21 +38,19 @@ from sqlalchemy import Connection, Engine
 from projections.runner import ProjectionRunner
 from projections.salesforce import memory
 from projections.salesforce.bulk import BulkUpdater
+from projections.salesforce.memory import message_headers
 from projections.salesforce.plan import Group, plan
 from projections.salesforce.writer import CollectionsWriter, RecordResult, SinkInterrupted
 from schema_registry.codec import Codec
-from schema_registry.dead_letters import coordinates, dead_letter
 from schema_registry.errors import UndecodableEvent
 from schema_registry.events import (
     CommandExecuted,
     CommandOutcome,
-    Event,
     SalesforceError,
     SalesforceOperation,
     SalesforceWriteRequested,
 )
 from schema_registry.ids import derived_event_id
-from schema_registry.wire import ReadHeaders
 from sfe import metrics
 
 log = logging.getLogger(__name__)
@@ -63,11 +61,6 @@ COMMANDS, RESULTS, DLQ = "commands.salesforce", "command.results", "dlq.salesfor
 
 class PermanentFailure(Exception):
     """Why a command went to ``dlq.salesforce`` (Salesforce's errors, or the sink's rules)."""
-
-
-def _headers(message: Message) -> ReadHeaders:
-    raw = message.headers() or []
-    return list(raw.items()) if isinstance(raw, dict) else list(raw)
 
 
 def result_event(
@@ -119,21 +112,23 @@ class SalesforceSink:
         self.writer = writer
         self.prefix = codec.topic_prefix
         self.topics: Sequence[str] = [self.prefix + COMMANDS]
-        self._outbox: list[dict[str, Any]] = []
+        self._outbox = memory.Outbox(self.name, AGENT, codec, RESULTS, DLQ)
 
     def project(self, connection: Connection, messages: Sequence[Message]) -> None:
         """Apply ``messages``' commands and stage their results (inside the runner's transaction)."""
-        self._outbox = []
+        self._outbox = memory.Outbox(self.name, AGENT, self.codec, RESULTS, DLQ)
         sources: dict[str, Message] = {}
         commands: list[SalesforceWriteRequested] = []
         for message in messages:
             try:
-                event = self.codec.decode(str(message.topic()), message.value(), _headers(message))
+                event = self.codec.decode(
+                    str(message.topic()), message.value(), message_headers(message)
+                )
             except UndecodableEvent as exc:
-                self._dead_letter(message, exc)
+                self._outbox.dead_letter(message, exc)
                 continue
             if not isinstance(event, SalesforceWriteRequested):  # the catalogue forbids it
-                self._dead_letter(message, PermanentFailure(f"not a command: {event.type}"))
+                self._outbox.dead_letter(message, PermanentFailure(f"not a command: {event.type}"))
                 continue
             commands.append(event)
             sources[event.id] = message
@@ -152,10 +147,10 @@ class SalesforceSink:
             outcome, errors, sf_id = handled[command.id]
             if outcome != CommandOutcome.REJECTED:
                 outcome = CommandOutcome.ALREADY_APPLIED
-            self._stage(result_event(command, outcome, errors, sf_id, "result:repeat"))
+            self._outbox.stage(result_event(command, outcome, errors, sf_id, "result:repeat"))
         for rejection in batch.rejected:
             self._finish(outcomes, rejection.command, CommandOutcome.REJECTED, (rejection.error,))
-            self._dead_letter(
+            self._outbox.dead_letter(
                 sources[rejection.command.id], PermanentFailure(rejection.error.message)
             )
         for command in batch.current:
@@ -174,7 +169,7 @@ class SalesforceSink:
                     else:
                         self._finish(outcomes, command, CommandOutcome.REJECTED, result.errors)
                         reason = "; ".join(f"{e.status_code}: {e.message}" for e in result.errors)
-                        self._dead_letter(sources[command.id], PermanentFailure(reason))
+                        self._outbox.dead_letter(sources[command.id], PermanentFailure(reason))
                 if result.success and group.operation is SalesforceOperation.UPDATE:
                     values.extend(
                         {
@@ -187,7 +182,7 @@ class SalesforceSink:
                         }
                         for name, value in record.values.items()
                     )
-        memory.store(connection, values, outcomes, self._outbox)
+        memory.store(connection, values, outcomes, self._outbox.rows)
 
     def _call(self, group: Group) -> list[RecordResult]:
         if group.operation is SalesforceOperation.UPDATE:
@@ -248,39 +243,7 @@ class SalesforceSink:
                 "errors": [asdict(e) for e in errors],
             }
         )
-        self._stage(result_event(command, outcome, errors, salesforce_id))
-
-    def _stage(self, event: Event, topic: str = RESULTS, key: bytes | None = None) -> None:
-        encoded = self.codec.encode(self.prefix + topic, event)
-        self._outbox.append(
-            {
-                "sink": self.name,
-                "topic": self.prefix + topic,
-                "key": key if key is not None else event.subject.encode(),
-                "value": encoded.value,
-                "headers": [[name, value.hex()] for name, value in encoded.headers],
-            }
-        )
-
-    def _dead_letter(self, message: Message, error: Exception) -> None:
-        _, timestamp = message.timestamp()
-        letter = dead_letter(
-            consumer=AGENT,
-            topic=str(message.topic()),
-            partition=int(message.partition() or 0),
-            offset=int(message.offset() or 0),
-            key=message.key(),
-            value=message.value(),
-            headers=_headers(message),
-            error=error,
-            time=datetime.fromtimestamp(timestamp / 1000, UTC),
-        )
-        metrics.DEAD_LETTERS.labels(topic=self.prefix + DLQ, reason=letter.error_type).inc()
-        where = coordinates(
-            letter.original_topic, letter.original_partition, letter.original_offset
-        )
-        log.warning("dead letter %s (id %s): %s", where, letter.id, letter.reason)
-        self._stage(letter, DLQ, message.key())
+        self._outbox.stage(result_event(command, outcome, errors, salesforce_id))
 
 
 def run_sink(

@@ -14,7 +14,9 @@ changing an AI field by hand is not seen here (``sfe reconcile`` finds such drif
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -33,7 +35,18 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 
 from projections.tables import salesforce_commands, salesforce_field_values, salesforce_outbox
-from schema_registry.events import CommandOutcome, SalesforceError, SalesforceWriteRequested
+from schema_registry.codec import Codec
+from schema_registry.dead_letters import coordinates, dead_letter
+from schema_registry.events import (
+    CommandOutcome,
+    Event,
+    SalesforceError,
+    SalesforceWriteRequested,
+)
+from schema_registry.wire import ReadHeaders
+from sfe import metrics
+
+log = logging.getLogger(__name__)
 
 #: A handled command: its outcome, Salesforce's errors and the record id it concerned.
 Handled = tuple[CommandOutcome, tuple[SalesforceError, ...], str | None]
@@ -151,3 +164,63 @@ def publish_outbox(engine: Engine, producer: Producer, sink: str) -> int:
     with engine.begin() as connection:
         connection.execute(delete(t).where(t.c.sink == sink, t.c.id <= rows[-1][0]))
     return len(rows)
+
+
+def message_headers(message: Message) -> ReadHeaders:
+    """A consumed record's headers as the codec reads them (name, value pairs)."""
+    raw = message.headers() or []
+    return list(raw.items()) if isinstance(raw, dict) else list(raw)
+
+
+class Outbox:
+    """The result and dead-letter events a sink stages in one batch's transaction.
+
+    :attr:`rows` go to :func:`store` with the batch; :func:`publish_outbox` produces
+    them after the commit.
+    """
+
+    def __init__(self, sink: str, agent: str, codec: Codec, results: str, dlq: str) -> None:
+        """Stage for ``sink`` (whose events come from ``agent``) on catalogue topics."""
+        self.sink = sink
+        self.agent = agent
+        self.codec = codec
+        self.results = results
+        self.dlq = dlq
+        self.rows: list[dict[str, Any]] = []
+
+    def stage(self, event: Event, topic: str | None = None, key: bytes | None = None) -> None:
+        """Stage ``event`` for ``topic`` (the results topic by default), keyed by its subject."""
+        target = self.codec.topic_prefix + (topic or self.results)
+        encoded = self.codec.encode(target, event)
+        self.rows.append(
+            {
+                "sink": self.sink,
+                "topic": target,
+                "key": key if key is not None else event.subject.encode(),
+                "value": encoded.value,
+                "headers": [[name, value.hex()] for name, value in encoded.headers],
+            }
+        )
+
+    def dead_letter(self, message: Message, error: Exception) -> None:
+        """Stage a dead letter of ``message`` with ``error`` as its reason."""
+        _, timestamp = message.timestamp()
+        letter = dead_letter(
+            consumer=self.agent,
+            topic=str(message.topic()),
+            partition=int(message.partition() or 0),
+            offset=int(message.offset() or 0),
+            key=message.key(),
+            value=message.value(),
+            headers=message_headers(message),
+            error=error,
+            time=datetime.fromtimestamp(timestamp / 1000, UTC),
+        )
+        metrics.DEAD_LETTERS.labels(
+            topic=self.codec.topic_prefix + self.dlq, reason=letter.error_type
+        ).inc()
+        where = coordinates(
+            letter.original_topic, letter.original_partition, letter.original_offset
+        )
+        log.warning("dead letter %s (id %s): %s", where, letter.id, letter.reason)
+        self.stage(letter, self.dlq, message.key())
