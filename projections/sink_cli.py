@@ -46,6 +46,18 @@ def result_producer(settings: Settings) -> Producer:
     )
 
 
+def _stop_on_signals() -> threading.Event:
+    """An event SIGINT and SIGTERM set: a sink finishes its batch in hand, then stops."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    return stop
+
+
 @click.group("sink")
 def sink() -> None:
     """Sinks that apply commands to the outside world."""
@@ -58,13 +70,7 @@ def salesforce(ctx: click.Context) -> None:
     from sfe.cli import settings_from
 
     settings = settings_from(ctx)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
+    stop = _stop_on_signals()
     engine = create_engine(settings.sqlalchemy_url(), pool_pre_ping=True)
     budget = ApiBudget(budget_settings(settings), stop)
     writer = CollectionsWriter(connect(auth_config(settings)), budget)
@@ -110,13 +116,7 @@ def notifications(ctx: click.Context) -> None:
     except SettingsError as exc:
         click.echo(f"sfe: {exc}", err=True)
         ctx.exit(EXIT_USAGE)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
+    stop = _stop_on_signals()
     engine = create_engine(settings.sqlalchemy_url(), pool_pre_ping=True)
     codec = Codec.from_settings(settings, topic_prefix=settings.topic_prefix)
     name = settings.notify_sink_name
