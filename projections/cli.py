@@ -28,6 +28,8 @@ from projections.replay import (
     STAGING_SUFFIX,
     Progress,
     Rebuild,
+    RebuildConflict,
+    RebuildPending,
     ReplayInterrupted,
     snapshot_hash,
 )
@@ -170,6 +172,23 @@ def _start(value: str) -> datetime | None:
 )
 @click.option("--json", "as_json", is_flag=True, help="With --rescore: print the report as JSON.")
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted run instead of starting one (its own --from applies).",
+)
+@click.option(
+    "--run",
+    "run_id",
+    default=None,
+    metavar="RUN_ID",
+    help="With --rescore --resume: which interrupted run (when there are several).",
+)
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="With --projection: discard an interrupted rebuild and start afresh.",
+)
+@click.option(
     "--keep/--no-keep",
     default=True,
     show_default=True,
@@ -193,11 +212,17 @@ def replay(
     batch_size: int,
     top: int,
     as_json: bool,
+    resume: bool,
+    run_id: str | None,
+    restart: bool,
     keep: bool,
     drop_namespace: str | None,
 ) -> None:
-    """Rebuild a projection (--projection postgres) or rescore history (--rescore --model lead:2)."""
-    rescore_only = ("model_ref", "top", "as_json", "keep", "drop_namespace")
+    """Rebuild a projection (--projection postgres) or rescore history (--rescore --model lead:2).
+
+    Both can be interrupted (Ctrl-C, SIGTERM, a crash) and continued with --resume.
+    """
+    rescore_only = ("model_ref", "top", "as_json", "keep", "drop_namespace", "run_id")
     if target is not None and rescore:
         _usage(
             ctx,
@@ -224,11 +249,25 @@ def replay(
                 f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} only for --rescore: "
                 "sfe replay --rescore --model lead:2 (or drop them to rebuild the projection)",
             )
-        _rebuild(ctx, target, start, name, batch_size)
+        if resume and restart:
+            _usage(
+                ctx, "--resume continues the interrupted rebuild, --restart discards it: pick one"
+            )
+        if resume and _given(ctx, "start"):
+            _usage(
+                ctx,
+                "--resume continues from where the interrupted rebuild stopped, with its own "
+                "--from: sfe replay --projection postgres --resume",
+            )
+        _rebuild(ctx, target, start, name, batch_size, resume, restart)
         return
+    if restart:
+        _usage(ctx, "--restart is for --projection: sfe replay --projection postgres --restart")
     if _given(ctx, "name"):
         _usage(ctx, "--name is the projection's: sfe replay --projection postgres --name NAME")
-    _rescore(ctx, model_ref, start, batch_size, top, as_json, keep, drop_namespace)
+    if run_id is not None and not resume:
+        _usage(ctx, f"--run names the run to resume: sfe replay --rescore --resume --run {run_id}")
+    _rescore(ctx, model_ref, start, batch_size, top, as_json, keep, drop_namespace, resume, run_id)
 
 
 _FLAGS = {
@@ -237,6 +276,7 @@ _FLAGS = {
     "as_json": "--json",
     "keep": "--keep/--no-keep",
     "drop_namespace": "--drop",
+    "run_id": "--run",
 }
 
 
@@ -249,24 +289,55 @@ def _usage(ctx: click.Context, message: str) -> None:
     ctx.exit(EXIT_USAGE)
 
 
-def _rebuild(ctx: click.Context, target: str, start: str, name: str, batch_size: int) -> None:
-    """``sfe replay --projection postgres``."""
+def _rebuild(
+    ctx: click.Context,
+    target: str,
+    start: str,
+    name: str,
+    batch_size: int,
+    resume: bool,
+    restart: bool,
+) -> None:
+    """``sfe replay --projection postgres [--resume | --restart]``."""
     settings = _settings(ctx)
     since = _start(start)
     engine, postgres = _parts(settings, name, STAGING_SUFFIX)
     progress = Progress(f"replay-{name}", lambda line: click.echo(line, err=True))
     rebuild = Rebuild(
-        engine, settings.kafka_bootstrap, postgres, since, batch_size, progress=progress
+        engine,
+        settings.kafka_bootstrap,
+        postgres,
+        since,
+        batch_size,
+        progress=progress,
+        resume=resume,
+        discard=restart,
     )
+    again = "sfe replay --projection postgres" + ("" if name == NAME else f" --name {name}")
     try:
         with _stop_on_signal() as stop:
             result = rebuild.run(stop)
+    except RebuildPending as exc:
+        _usage(
+            ctx,
+            f"{exc}: continue it with\n  {again} --resume\nor discard it and start afresh with\n"
+            f"  {again} --restart",
+        )
+    except RebuildConflict as exc:
+        _usage(ctx, str(exc))
     except ReplayInterrupted as exc:
-        click.echo(f"replay {target}: interrupted ({exc}); live tables unchanged", err=True)
+        click.echo(
+            f"replay {target}: interrupted ({exc}); live tables unchanged\n"
+            f"  continue with: {again} --resume",
+            err=True,
+        )
         ctx.exit(EXIT_INTERRUPTED)
     finally:
         engine.dispose()
-    click.echo(f"replay {target}: {result.consumed:,} records, tables swapped in", err=True)
+    resumed = f" ({result.resumed:,} of them before the resume)" if result.resumed else ""
+    click.echo(
+        f"replay {target}: {result.consumed:,} records{resumed}, tables swapped in", err=True
+    )
     click.echo(_summary(result.digest, result.rows))
 
 
@@ -279,8 +350,10 @@ def _rescore(
     as_json: bool,
     keep: bool,
     drop_namespace: str | None,
+    resume: bool,
+    run_id: str | None,
 ) -> None:
-    """``sfe replay --rescore --model NAME:VERSION`` (or ``--drop NAMESPACE``)."""
+    """``sfe replay --rescore --model NAME:VERSION [--resume [--run ID]]`` (or ``--drop NAMESPACE``)."""
     from ml.registry import Registry
     from projections import rescore
 
@@ -308,14 +381,40 @@ def _rescore(
         model = rescore.resolve_model(Registry(settings.models_path), str(model_ref))
     except rescore.RescoreError as exc:
         _usage(ctx, str(exc))
+    ref = f"{model.name}:{model.version}"
+    if resume:
+        runs = rescore.find_runs(settings.kafka_bootstrap, settings.topic_prefix, model)
+        if run_id is None and len(runs) == 1:
+            run_id = runs[0]
+        elif run_id is None or run_id not in runs:
+            known = ", ".join(runs) or "none"
+            _usage(
+                ctx,
+                f"{'no' if not runs else 'which'} rescore run of {ref} to resume "
+                f"(runs with a namespace: {known}): "
+                + (
+                    f"sfe replay --rescore --model {ref} --resume --run RUN_ID"
+                    if runs
+                    else f"start one with sfe replay --rescore --model {ref}"
+                ),
+            )
     flow = rescore.build_flow(settings, model)
     progress = Progress(
         f"rescore-{model.name}-v{model.version}", lambda line: click.echo(line, err=True)
     )
     run = rescore.Rescore(
-        settings, model, flow, since, top=top, batch_size=batch_size, progress=progress
+        settings,
+        model,
+        flow,
+        since,
+        top=top,
+        batch_size=batch_size,
+        run_id=run_id,
+        resume=resume,
+        progress=progress,
     )
-    click.echo(f"rescore {model.name}:{model.version} into {run.namespace}*", err=True)
+    verb = "resume" if resume else "into"
+    click.echo(f"rescore {ref}: {verb} {run.namespace}*", err=True)
     try:
         with _stop_on_signal() as stop:
             report = run.run(stop)
@@ -325,7 +424,7 @@ def _rescore(
         click.echo(json.dumps(rescore.report_json(report), indent=2))
     else:
         click.echo(rescore.render_text(report))
-    if keep:
+    if keep or report.interrupted:  # an interrupted run's namespace is what resumes it
         click.echo(
             f"namespace kept: {', '.join(report.topics)}\n"
             f"  delete it with: sfe replay --rescore --drop {report.namespace}",
@@ -335,5 +434,9 @@ def _rescore(
         rescore.delete_namespace(settings.kafka_bootstrap, report.namespace)
         click.echo(f"namespace {report.namespace} deleted", err=True)
     if report.interrupted:
-        click.echo("rescore: interrupted; the report above is partial", err=True)
+        click.echo(
+            "rescore: interrupted; the report above is partial\n"
+            f"  continue with: sfe replay --rescore --model {ref} --resume --run {report.run_id}",
+            err=True,
+        )
         ctx.exit(EXIT_INTERRUPTED)

@@ -11,8 +11,18 @@ staging tables are then made durable (``SET LOGGED``) and swapped in **one trans
 it locks the live tables (waiting for the live projection's batch in flight), catches
 up with whatever the live projection applied meanwhile, renames the staging tables
 into place (keeping the live index, constraint and sequence names) and stores the
-positions. An interrupted rebuild drops its staging tables and leaves the live
-ones untouched.
+positions.
+
+**Interrupted rebuilds resume.** Each batch commits its staging rows together with the
+positions it read (``projection_rebuild_offsets``) and the run's progress
+(``projection_rebuilds``: where it started and how many records it holds), so a rebuild
+stopped by a signal, an error or a crash leaves the live tables untouched and can be
+continued (``resume=True``) from the record after the last committed batch, as if it
+had never stopped. A new rebuild refuses to start over an interrupted one unless told
+to discard it. These two bookkeeping tables are UNLOGGED like the staging tables: a
+PostgreSQL crash empties all of them together (never positions without their rows),
+after which there is nothing to resume and the rebuild starts again. One rebuild per
+projection runs at a time (a session advisory lock).
 
 :func:`content_hash` digests the read models row by row in ``event_id`` order,
 without the surrogate ``id``, so a rebuild and the live projection can be compared.
@@ -62,13 +72,95 @@ class ReplayInterrupted(Exception):
     """The rebuild was stopped before the swap; the live tables are unchanged."""
 
 
+class RebuildConflict(Exception):
+    """A rebuild cannot start: another is running, or there is nothing to resume."""
+
+
+class RebuildPending(RebuildConflict):
+    """An interrupted rebuild holds the staging tables: resume it or discard it."""
+
+
+@dataclass(frozen=True)
+class PendingRebuild:
+    """An interrupted rebuild of a projection: where it started and what it holds."""
+
+    projection: str
+    start: datetime | None
+    started_at: datetime
+    records: int
+    positions: Positions
+
+
+#: Interrupted rebuilds (one row per projection) and the positions their staging holds.
+_REBUILDS = "projection_rebuilds"
+_REBUILD_OFFSETS = "projection_rebuild_offsets"
+
+
+def _create_bookkeeping(connection: Connection) -> None:
+    connection.execute(
+        text(
+            f"CREATE UNLOGGED TABLE IF NOT EXISTS {_REBUILDS} ("
+            "projection varchar(100) PRIMARY KEY, start timestamptz, "
+            "started_at timestamptz NOT NULL DEFAULT now(), records bigint NOT NULL DEFAULT 0)"
+        )
+    )
+    connection.execute(
+        text(
+            f"CREATE UNLOGGED TABLE IF NOT EXISTS {_REBUILD_OFFSETS} ("
+            "projection varchar(100) NOT NULL, topic varchar(249) NOT NULL, "
+            'partition integer NOT NULL, "offset" bigint NOT NULL, '
+            "PRIMARY KEY (projection, topic, partition))"
+        )
+    )
+
+
+def pending_rebuild(connection: Connection) -> PendingRebuild | None:
+    """The interrupted rebuild that :class:`Rebuild` can resume, if any.
+
+    The staging tables are shared by every projection name, so there is at most one.
+    """
+    if connection.execute(text("SELECT to_regclass(:t)"), {"t": _REBUILDS}).scalar() is None:
+        return None
+    row = connection.execute(
+        text(f"SELECT projection, start, started_at, records FROM {_REBUILDS}")
+    ).first()
+    if row is None:
+        return None
+    positions = connection.execute(
+        text(f'SELECT topic, partition, "offset" FROM {_REBUILD_OFFSETS} WHERE projection = :p'),
+        {"p": row.projection},
+    )
+    return PendingRebuild(
+        row.projection,
+        row.start,
+        row.started_at,
+        row.records,
+        {(t, p): o for t, p, o in positions},
+    )
+
+
+def discard_rebuild(connection: Connection) -> None:
+    """Drop the staging tables and the bookkeeping of an interrupted rebuild."""
+    for table in READ_MODELS:
+        connection.execute(text(f"DROP TABLE IF EXISTS {table.name}{STAGING_SUFFIX}"))
+    if connection.execute(text("SELECT to_regclass(:t)"), {"t": _REBUILDS}).scalar() is not None:
+        connection.execute(text(f"DELETE FROM {_REBUILDS}"))
+        connection.execute(text(f"DELETE FROM {_REBUILD_OFFSETS}"))
+
+
+#: The session advisory lock a rebuild holds while it runs (the staging tables are shared).
+REBUILD_LOCK_KEY = int.from_bytes(hashlib.sha256(b"sfe-rebuild").digest()[:8], "big", signed=True)
+
+
 @dataclass(frozen=True)
 class ReplayResult:
-    """What a rebuild did: records read, rows per table after the swap, the content hash."""
+    """What a rebuild did: records projected, rows per table after the swap, the content hash."""
 
     consumed: int
     rows: dict[str, int]
     digest: str
+    #: Of ``consumed``, the records an interrupted run had committed before this one resumed.
+    resumed: int = 0
 
 
 def content_hash(connection: Connection, suffix: str = "") -> tuple[str, dict[str, int]]:
@@ -117,13 +209,27 @@ class Rebuild:
         start: datetime | None = None,
         batch_size: int = 20_000,
         progress: Callable[[int, int], None] = lambda done, total: None,
+        *,
+        resume: bool = False,
+        discard: bool = False,
     ) -> None:
-        """Read from ``start`` (None: the earliest retained record) with ``batch_size`` records per batch."""
+        """Read from ``start`` (None: the earliest retained record) with ``batch_size`` records per batch.
+
+        With ``resume`` continue the interrupted rebuild instead (its own start applies);
+        with ``discard`` drop an interrupted rebuild and start afresh. Without either, an
+        interrupted rebuild makes :meth:`run` raise :class:`RebuildConflict`.
+        """
+        if resume and discard:
+            raise ValueError("resume or discard an interrupted rebuild, not both")
         self.engine = engine
         self.projection = projection
         self.start = start
         self.batch_size = batch_size
         self.progress = progress
+        self.resume = resume
+        self.discard = discard
+        #: Records the interrupted rebuild had committed when this run resumed it.
+        self.resumed = 0
         #: Last offset projected, and next offset to read, per (topic, partition).
         self.positions: Positions = {}
         self.next_offsets: Positions = {}
@@ -142,10 +248,21 @@ class Rebuild:
         )
 
     def run(self, stop: threading.Event) -> ReplayResult:
-        """Rebuild into staging tables, swap them in, and return the new tables' hash."""
+        """Rebuild into staging tables, swap them in, and return the new tables' hash.
+
+        Stopped or failing before the swap, the staging tables and their positions stay
+        for a later ``resume``; the live tables are untouched either way.
+        """
+        lock = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        held = False
         try:
+            held = lock.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": REBUILD_LOCK_KEY}
+            ).scalar_one()
+            if not held:
+                raise RebuildConflict("another rebuild is running; one runs at a time")
             with self.engine.begin() as connection:
-                self._create_staging(connection)
+                self._prepare(connection)
             consumed = self._consume_to_end(stop)
             started = time.perf_counter()
             with self.engine.begin() as connection:
@@ -160,12 +277,57 @@ class Rebuild:
             # swap only, not for the hash.
             digest, rows = snapshot_hash(self.engine)
             self.timings["hash"] = time.perf_counter() - started - self.timings["swap"]
-            return ReplayResult(consumed, rows, digest)
+            return ReplayResult(self.resumed + consumed, rows, digest, self.resumed)
         finally:
             self._consumer.close()
-            with self.engine.begin() as connection:
-                for table in READ_MODELS:
-                    connection.execute(text(f"DROP TABLE IF EXISTS {table.name}{STAGING_SUFFIX}"))
+            if held:  # the pooled session outlives this run: release its lock
+                lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": REBUILD_LOCK_KEY})
+            lock.close()
+
+    def _prepare(self, connection: Connection) -> None:
+        """Create the staging tables, or take up the interrupted rebuild's."""
+        _create_bookkeeping(connection)
+        pending = pending_rebuild(connection)
+        if self.resume:
+            if pending is None:
+                raise RebuildConflict(
+                    "there is no interrupted rebuild to resume (a PostgreSQL crash empties "
+                    "the unlogged staging tables with their positions)"
+                )
+            if pending.projection != self.projection.name:
+                raise RebuildConflict(
+                    f"the interrupted rebuild is of projection {pending.projection!r}, "
+                    f"not {self.projection.name!r}"
+                )
+            missing = [
+                table.name
+                for table in READ_MODELS
+                if connection.execute(
+                    text("SELECT to_regclass(:t)"), {"t": table.name + STAGING_SUFFIX}
+                ).scalar()
+                is None
+            ]
+            if missing:
+                raise RebuildConflict(
+                    f"the staging tables of the interrupted rebuild are gone: {missing}"
+                )
+            self.start = pending.start
+            self.resumed = pending.records
+            self.positions = dict(pending.positions)
+            self.next_offsets = {where: offset + 1 for where, offset in self.positions.items()}
+            return
+        if pending is not None:
+            if not self.discard:
+                raise RebuildPending(
+                    f"an interrupted rebuild of projection {pending.projection!r} holds "
+                    f"{pending.records:,} records"
+                )
+            discard_rebuild(connection)
+        self._create_staging(connection)
+        connection.execute(
+            text(f"INSERT INTO {_REBUILDS} (projection, start) VALUES (:p, :s)"),
+            {"p": self.projection.name, "s": self.start},
+        )
 
     def _create_staging(self, connection: Connection) -> None:
         for table in READ_MODELS:
@@ -192,11 +354,14 @@ class Rebuild:
             low, high = while_leaders_settle(
                 partial(self._consumer.get_watermark_offsets, partition, 10)
             )
-            if partition.offset < 0:
+            where = (partition.topic, partition.partition)
+            if where in self.next_offsets:  # resumed: after the last committed batch
+                partition.offset = self.next_offsets[where]
+            elif partition.offset < 0:
                 partition.offset = OFFSET_BEGINNING if self.start is None else high
             first = max(low, partition.offset)
-            self.next_offsets[(partition.topic, partition.partition)] = first
-            total += high - first
+            self.next_offsets[where] = first
+            total += max(0, high - first)
         self._consumer.assign(partitions)
         return partitions, total
 
@@ -204,11 +369,12 @@ class Rebuild:
         """Read every source partition to its end into the staging tables.
 
         A reader thread polls and decodes batch after batch while this thread copies the
-        previous one into the staging tables, each batch in its own transaction.
+        previous one into the staging tables, each batch in its own transaction with the
+        positions it read.
         """
         partitions, total = self._assign()
         pending = {(p.topic, p.partition) for p in partitions}
-        batches: queue.Queue[tuple[int, Rows] | BaseException | None] = queue.Queue(maxsize=2)
+        batches: queue.Queue[_Batch | BaseException | None] = queue.Queue(maxsize=2)
         reader = threading.Thread(
             target=self._read, args=(pending, stop, batches), name="rebuild-reader", daemon=True
         )
@@ -219,16 +385,16 @@ class Rebuild:
             while (item := batches.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                count, rows = item
                 started = time.perf_counter()
                 with self.engine.begin() as connection:
-                    writer.write(connection, rows)
+                    writer.write(connection, item.rows)
+                    _record_progress(connection, self.projection.name, item.count, item.newest)
                     self.projection.flush_dead_letters()
                     committing = time.perf_counter()
                 writer.took("commit", committing)
                 written += time.perf_counter() - started
-                consumed += count
-                self.progress(consumed, total)
+                consumed += item.count
+                self.progress(self.resumed + consumed, self.resumed + total)
         finally:
             self._abandon.set()  # the reader stops at its next batch if this one failed
             while reader.is_alive():
@@ -243,7 +409,7 @@ class Rebuild:
         self,
         pending: set[tuple[str, int]],
         stop: threading.Event,
-        batches: queue.Queue[tuple[int, Rows] | BaseException | None],
+        batches: queue.Queue[_Batch | BaseException | None],
     ) -> None:
         """Poll and decode until every partition is at its end; hand the rows to ``batches``."""
         cpu, started = time.thread_time(), time.perf_counter()
@@ -253,9 +419,9 @@ class Rebuild:
                     raise ReplayInterrupted("stopped before the swap")
                 if self._abandon.is_set():
                     return
-                records = self._poll(pending)
+                records, newest = self._poll(pending)
                 if records:
-                    batches.put((len(records), self.projection.rows(records)))
+                    batches.put(_Batch(len(records), self.projection.rows(records), newest))
             batches.put(None)
         except BaseException as exc:  # handed to the writer, which raises it
             batches.put(exc)
@@ -263,9 +429,10 @@ class Rebuild:
             self.timings["consume+decode (reader thread, wall)"] = time.perf_counter() - started
             self.timings["consume+decode (reader thread, CPU)"] = time.thread_time() - cpu
 
-    def _poll(self, pending: set[tuple[str, int]]) -> list[Message]:
+    def _poll(self, pending: set[tuple[str, int]]) -> tuple[list[Message], Positions]:
+        """The next records, and the highest offset among them per partition."""
         records = []
-        newest: Positions = {}  # the highest offset read per partition in this batch
+        newest: Positions = {}
         for message in self._consumer.consume(self.batch_size, 1.0):
             error = message.error()
             where = (str(message.topic()), message.partition() or 0)
@@ -282,7 +449,7 @@ class Rebuild:
             self.positions[where] = max(self.positions.get(where, -1), offset)
             self.next_offsets[where] = max(self.next_offsets.get(where, 0), offset + 1)
         metrics.REPLAY_EVENTS.labels(task=f"replay-{self.projection.name}").inc(len(records))
-        return records
+        return records, newest
 
     def _catch_up_and_swap(self, connection: Connection, stop: threading.Event) -> int:
         names = ", ".join(table.name for table in READ_MODELS)
@@ -296,13 +463,47 @@ class Rebuild:
         }:
             if stop.is_set() or time.monotonic() > deadline:
                 raise ReplayInterrupted("stopped while catching up with the live projection")
-            records = self._poll(set(behind))
+            records, _ = self._poll(set(behind))
             self.projection.project(connection, records)
             consumed += len(records)
         for table in READ_MODELS:
             _swap(connection, table)
         store_positions(connection, self.projection.name, self.positions)
+        connection.execute(text(f"DELETE FROM {_REBUILDS}"))
+        connection.execute(text(f"DELETE FROM {_REBUILD_OFFSETS}"))
         return consumed
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Rows of ``count`` consumed records and the highest offset read per partition."""
+
+    count: int
+    rows: Rows
+    newest: Positions
+
+
+def _record_progress(
+    connection: Connection, projection: str, count: int, newest: Positions
+) -> None:
+    """Store a committed batch's positions and count with its staging rows."""
+    connection.execute(
+        text(f"UPDATE {_REBUILDS} SET records = records + :n WHERE projection = :p"),
+        {"n": count, "p": projection},
+    )
+    if newest:
+        connection.execute(
+            text(
+                f'INSERT INTO {_REBUILD_OFFSETS} (projection, topic, partition, "offset") '
+                "VALUES (:projection, :topic, :partition, :offset) "
+                "ON CONFLICT (projection, topic, partition) DO UPDATE SET "
+                f'"offset" = GREATEST({_REBUILD_OFFSETS}."offset", EXCLUDED."offset")'
+            ),
+            [
+                {"projection": projection, "topic": t, "partition": p, "offset": o}
+                for (t, p), o in sorted(newest.items())
+            ],
+        )
 
 
 class StagingWriter:

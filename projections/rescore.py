@@ -39,6 +39,8 @@ the enhanced score of a lead, the win probability in percent) and the biggest mo
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import threading
 import time
 import uuid
@@ -76,6 +78,8 @@ from streams.topic_admin import TopicAdmin, while_leaders_settle
 from streams.topics import topic as catalogue_topic
 from streams.worker.batch import Consumed
 from streams.worker.leads import LeadQualificationHandler, input_topics
+
+log = logging.getLogger(__name__)
 
 #: Models whose decisions are made one fact at a time, and so can be rescored.
 SUPPORTED = ("lead", "win")
@@ -154,6 +158,10 @@ class Report:
     commands_withheld: int = 0
     interrupted: bool = False
     topics: tuple[str, ...] = field(default=())
+    #: Of ``facts``, those an interrupted run had decided before this one resumed it.
+    resumed_facts: int = 0
+    #: The run's id (its namespace's last part): ``--resume --run`` takes it.
+    run_id: str = ""
 
 
 def compare(
@@ -217,6 +225,8 @@ def render_text(report: Report) -> str:
     state = " (INTERRUPTED: partial)" if report.interrupted else ""
     live = ", ".join(f"{ref} x{count}" for ref, count in report.live_models.items()) or "none"
     lines.append(f"rescore with {report.model}{state}: {report.facts:,} facts decided")
+    if report.resumed_facts:
+        lines.append(f"  resumed: {report.resumed_facts:,} of them before the resume")
     lines.append(f"  namespace: {report.namespace or '-'}")
     lines.append(
         f"  compared with live decisions of the same facts: {report.matched:,} "
@@ -263,6 +273,8 @@ def report_json(report: Report) -> dict[str, Any]:
         "namespace": report.namespace,
         "topics": list(report.topics),
         "interrupted": report.interrupted,
+        "run_id": report.run_id,
+        "resumed_facts": report.resumed_facts,
         "records_read": report.records_read,
         "facts": report.facts,
         "matched": report.matched,
@@ -298,6 +310,10 @@ def report_json(report: Report) -> dict[str, Any]:
 # The flows that can be re-decided
 
 
+#: Whether a consumed fact is to be decided (not before ``--from``, not already decided).
+Due = Callable[[Consumed], bool]
+
+
 class Flow(Protocol):
     """One model's decision path, re-run over consumed facts."""
 
@@ -317,8 +333,8 @@ class Flow(Protocol):
         """Keep what a live decision recorded that re-deciding needs."""
         ...
 
-    def decide(self, batch: Sequence[Consumed], since: datetime | None) -> list[Emission]:
-        """The emissions of deciding ``batch`` (facts before ``since`` only fold state)."""
+    def decide(self, batch: Sequence[Consumed], due: Due) -> list[Emission]:
+        """The emissions of deciding ``batch``'s facts that are ``due`` (others only fold state)."""
         ...
 
     def close(self) -> None:
@@ -412,9 +428,9 @@ class LeadFlow:
         if isinstance(event, LeadScored) and event.causation_id:
             self.enrichment.record(event.causation_id, event.enrichment)
 
-    def decide(self, batch: Sequence[Consumed], since: datetime | None) -> list[Emission]:
-        """Every qualifying fact of ``batch`` decided once (one lead per handler call)."""
-        kept = [item for item in batch if since is None or item.event.time >= since]
+    def decide(self, batch: Sequence[Consumed], due: Due) -> list[Emission]:
+        """Every qualifying fact of ``batch`` that is ``due`` decided once (one lead per call)."""
+        kept = [item for item in batch if due(item)]
         emissions: list[Emission] = []
         for part in _one_per_lead(kept):
             self.enrichment.expect(self.handler.facts(part))
@@ -474,30 +490,28 @@ class WinFlow:
     def remember(self, event: Event) -> None:
         """Nothing: the win model's inputs are the folded snapshot alone."""
 
-    def decide(self, batch: Sequence[Consumed], since: datetime | None) -> list[Emission]:
-        """Fold every change; decide those that trigger an insights run from ``since`` on."""
-        due: list[tuple[RecordChanged, snapshots.Snapshot]] = []
+    def decide(self, batch: Sequence[Consumed], due: Due) -> list[Emission]:
+        """Fold every change; decide those that are ``due`` and trigger an insights run."""
+        chosen: list[tuple[RecordChanged, snapshots.Snapshot]] = []
         for item in batch:
             change = item.event
             if not isinstance(change, RecordChanged):
                 continue
             after = opportunity_insights.fold(self.snapshots.get(change.subject), change)
             self.snapshots[change.subject] = after
-            if (since is None or change.time >= since) and opportunity_insights.triggers(
-                change, after
-            ):
-                due.append((change, after))
+            if due(item) and opportunity_insights.triggers(change, after):
+                chosen.append((change, after))
         emissions: list[Emission] = []
         # Scored per fact as the agent does (as of the change's date), one call per day.
         by_day: dict[Any, list[int]] = {}
-        for index, (change, _) in enumerate(due):
+        for index, (change, _) in enumerate(chosen):
             by_day.setdefault(change.time.date(), []).append(index)
         scores: dict[int, Any] = {}
         for day, indexes in by_day.items():
-            records = [opportunity_insights.scoring_record(due[i][1]) for i in indexes]
+            records = [opportunity_insights.scoring_record(chosen[i][1]) for i in indexes]
             for i, score in zip(indexes, score_records(self.model, records, day), strict=True):
                 scores[i] = score
-        for index, (change, after) in enumerate(due):
+        for index, (change, after) in enumerate(chosen):
             decision = opportunity_insights.decide(change, after, scores[index], self.config)
             emissions.extend(decision.emissions)
         return emissions
@@ -575,10 +589,20 @@ def build_flow(settings: Settings, model: LoadedModel) -> LeadFlow | WinFlow:
 
 
 ProgressFn = Callable[[int, int], None]
+#: A position per (full topic name, partition).
+Positions = dict[tuple[str, int], int]
 
 
 class Rescore:
-    """One rescore run of ``flow`` into a fresh namespace."""
+    """One rescore run of ``flow`` into a fresh namespace, or an interrupted run resumed.
+
+    Every batch of facts is decided and appended in **one Kafka transaction** together
+    with the run's consumed positions (committed for the consumer group
+    ``<prefix>sfe-rescore-<run id>``), so an interrupted run (signal, error, crash)
+    holds exactly the decisions of its committed batches. Resumed (``resume=True`` with
+    the run's id), it reads the decisions already in its namespace back for the report
+    and decides only the facts after the committed positions: nothing is decided twice.
+    """
 
     def __init__(
         self,
@@ -590,9 +614,12 @@ class Rescore:
         top: int = 10,
         batch_size: int = 5000,
         run_id: str | None = None,
+        resume: bool = False,
         progress: ProgressFn = lambda done, total: None,
     ) -> None:
         """Rescore facts from ``since`` (None: all retained) with ``model`` through ``flow``."""
+        if resume and run_id is None:
+            raise ValueError("resuming needs the interrupted run's id")
         self.settings = settings
         self.model = model
         self.flow = flow
@@ -600,18 +627,23 @@ class Rescore:
         self.top = top
         self.batch_size = batch_size
         self.run_id = run_id or uuid.uuid4().hex[:8]
+        self.resume = resume
         self.progress = progress
         self.live_prefix = settings.topic_prefix
         self.namespace = self.live_prefix + namespace_for(model, self.run_id)
+        self.group = f"{self.live_prefix}sfe-rescore-{self.run_id}"
         self.codec = Codec.from_settings(settings, self.live_prefix)
         self.output_codec = Codec.from_settings(settings, self.namespace)
         #: Catalogue topics written in the namespace; commands never are.
         self.outputs = (flow.decision_topic, PREDICTIONS, WORKFLOW_EVENTS)
         self.live: dict[str, Outcome] = {}
         self.rescored: dict[str, Outcome] = {}
+        #: Facts an interrupted run had decided before this one resumed it.
+        self.resumed_facts = 0
         self.records_read = 0
         self.withheld = 0
         self.failures: list[str] = []
+        self._group_metadata: Any = None
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -619,19 +651,25 @@ class Rescore:
         return tuple(self.namespace + name for name in self.outputs)
 
     def run(self, stop: threading.Event) -> Report:
-        """Create the namespace, read live decisions, re-decide the facts, compare."""
+        """Create (or reopen) the namespace, read live decisions, re-decide the facts, compare."""
         self._check_sources()
-        TopicAdmin(self.settings.kafka_bootstrap).ensure(
-            [catalogue_topic(name).prefixed(self.namespace) for name in self.outputs]
-        )
+        if self.resume:
+            self._check_namespace()
+        else:
+            TopicAdmin(self.settings.kafka_bootstrap).ensure(
+                [catalogue_topic(name).prefixed(self.namespace) for name in self.outputs]
+            )
         producer = Producer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
-                "enable.idempotence": True,
+                # One id per run: a resumed run fences a zombie of the interrupted one and
+                # aborts whatever transaction it left open.
+                "transactional.id": f"sfe-rescore-{self.namespace}",
                 "linger.ms": 5,
                 "compression.type": "lz4",
             }
         )
+        producer.init_transactions(60)
         interrupted = False
         try:
             for item in self._read([self.flow.decision_topic], None, stop):
@@ -639,12 +677,46 @@ class Rescore:
                 if outcome is not None:
                     self.live.setdefault(outcome.cause_id, outcome)
                     self.flow.remember(item.event)
+            sources = [self.live_prefix + name for name in self.flow.source_topics]
+            decided: Positions = {}
+            if self.resume:
+                decided, since = self._committed(sources)
+                if decided:  # the interrupted run's --from holds, whatever is given now
+                    self.since = since
+            # Committed with the positions, so that a resumed run decides the same facts.
+            run_metadata = json.dumps(
+                {"since": None if self.since is None else self.since.isoformat()}
+            )
+            if self.resume:
+                self._read_back(stop)
             start = None if self.flow.folds else self.since
-            total = self._total(self.flow.source_topics, start)
+            # Folding flows read from the first retained fact; the others skip what is decided.
+            skip_to = {} if self.flow.folds else decided
+            total = self._total(self.flow.source_topics, start, skip_to)
             done = 0
-            for batch in self._batches(self.flow.source_topics, start, stop):
-                emissions = self.flow.decide(batch, self.since)
-                self._append(producer, emissions)
+
+            def due(item: Consumed) -> bool:
+                where = (self.live_prefix + item.topic, item.partition)
+                return (self.since is None or item.event.time >= self.since) and (
+                    item.offset >= decided.get(where, 0)
+                )
+
+            for batch, reached in self._batches(self.flow.source_topics, start, stop, skip_to):
+                emissions = self.flow.decide(batch, due)
+                producer.begin_transaction()
+                try:
+                    self._append(producer, emissions)
+                    advanced = [
+                        Partition(topic, partition, offset, metadata=run_metadata)
+                        for (topic, partition), offset in sorted(reached.items())
+                        if offset > decided.get((topic, partition), 0)
+                    ]
+                    if advanced:
+                        producer.send_offsets_to_transaction(advanced, self._group_metadata, 60)
+                    producer.commit_transaction(60)
+                except BaseException:
+                    producer.abort_transaction(60)
+                    raise
                 done += len(batch)
                 self.progress(done, total)
         except _Stopped:
@@ -673,6 +745,8 @@ class Rescore:
             records_read=self.records_read,
             commands_withheld=self.withheld,
             interrupted=interrupted,
+            resumed_facts=self.resumed_facts,
+            run_id=self.run_id,
             # A partial run has not rescored every live fact: "live only" means nothing yet.
             only_live=0 if interrupted else report.only_live,
         )
@@ -687,6 +761,54 @@ class Rescore:
                     raise RescoreError(f"topic {full} is missing: run sfe topics ensure")
         finally:
             consumer.close()
+
+    def _check_namespace(self) -> None:
+        consumer = self._consumer()
+        try:
+            for full in self.topics:
+                metadata = consumer.list_topics(full, timeout=10).topics.get(full)
+                if metadata is None or metadata.error is not None:
+                    raise RescoreError(
+                        f"run {self.run_id} of {self.model.name}:{self.model.version} cannot be "
+                        f"resumed: its topic {full} is missing (runs: `sfe replay --rescore "
+                        f"--model {self.model.name}:{self.model.version} --resume`)"
+                    )
+        finally:
+            consumer.close()
+
+    def _committed(self, topics: Sequence[str]) -> tuple[Positions, datetime | None]:
+        """The next fact to decide per source partition, and ``--from``, as committed."""
+        consumer = self._consumer()
+        try:
+            partitions = [
+                Partition(topic, number)
+                for topic in topics
+                for number in sorted(
+                    consumer.list_topics(topic, timeout=30).topics[topic].partitions
+                )
+            ]
+            committed = [
+                p
+                for p in while_leaders_settle(lambda: consumer.committed(partitions, 30))
+                if p.offset >= 0
+            ]
+            since = None
+            for partition in committed[:1]:
+                stored = json.loads(partition.metadata or "{}").get("since")
+                since = None if stored is None else datetime.fromisoformat(stored)
+            return {(p.topic, p.partition): p.offset for p in committed}, since
+        finally:
+            consumer.close()
+
+    def _read_back(self, stop: threading.Event) -> None:
+        """The decisions the interrupted run committed in the namespace, for the report."""
+        topic = self.namespace + self.flow.decision_topic
+        for item in self._read([self.flow.decision_topic], None, stop, self.namespace):
+            outcome = self.flow.outcome(item.event)
+            if outcome is not None and outcome.cause_id not in self.rescored:
+                self.rescored[outcome.cause_id] = outcome
+        self.resumed_facts = len(self.rescored)
+        log.info("resumed %s: %d decisions already in %s", self.run_id, self.resumed_facts, topic)
 
     def _append(self, producer: Producer, emissions: Iterable[Emission]) -> None:
         for emission in emissions:
@@ -720,7 +842,7 @@ class Rescore:
         return Consumer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": f"{self.live_prefix}sfe-rescore-{self.run_id}",
+                "group.id": self.group,
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
@@ -729,11 +851,16 @@ class Rescore:
         )
 
     def _assignment(
-        self, consumer: Consumer, topics: Sequence[str], start: datetime | None
+        self,
+        consumer: Consumer,
+        topics: Sequence[str],
+        start: datetime | None,
+        skip_to: Positions,
+        prefix: str,
     ) -> tuple[list[Partition], int]:
         partitions = []
         for name in topics:
-            full = self.live_prefix + name
+            full = prefix + name
             metadata = consumer.list_topics(full, timeout=30).topics[full]
             partitions += [Partition(full, p) for p in sorted(metadata.partitions)]
         if start is not None:
@@ -745,20 +872,28 @@ class Rescore:
             low, high = while_leaders_settle(partial(consumer.get_watermark_offsets, partition, 10))
             if partition.offset < 0:
                 partition.offset = OFFSET_BEGINNING if start is None else high
-            total += high - max(low, partition.offset)
+            first = max(low, partition.offset)
+            resumed = skip_to.get((partition.topic, partition.partition), -1)
+            if resumed > first:
+                partition.offset = first = resumed
+            total += max(0, high - first)
         return partitions, total
 
-    def _total(self, topics: Sequence[str], start: datetime | None) -> int:
+    def _total(self, topics: Sequence[str], start: datetime | None, skip_to: Positions) -> int:
         consumer = self._consumer()
         try:
-            return self._assignment(consumer, topics, start)[1]
+            return self._assignment(consumer, topics, start, skip_to, self.live_prefix)[1]
         finally:
             consumer.close()
 
     def _read(
-        self, topics: Sequence[str], start: datetime | None, stop: threading.Event
+        self,
+        topics: Sequence[str],
+        start: datetime | None,
+        stop: threading.Event,
+        prefix: str | None = None,
     ) -> Iterable[Consumed]:
-        for batch in self._batches(topics, start, stop, count=False):
+        for batch, _ in self._batches(topics, start, stop, {}, count=False, prefix=prefix):
             yield from batch
 
     def _batches(
@@ -766,18 +901,28 @@ class Rescore:
         topics: Sequence[str],
         start: datetime | None,
         stop: threading.Event,
+        skip_to: Positions,
         count: bool = True,
-    ) -> Iterable[list[Consumed]]:
-        """Decoded records of ``topics`` up to their end now, in batches; undecodable skipped."""
+        prefix: str | None = None,
+    ) -> Iterable[tuple[list[Consumed], Positions]]:
+        """Decoded records of ``topics`` up to their end now, in batches; undecodable skipped.
+
+        Each batch comes with the next offset to read per partition it touched (the
+        undecodable records included). ``skip_to`` moves partitions' starts further on.
+        """
+        prefix = self.live_prefix if prefix is None else prefix
+        codec = self.codec if prefix == self.live_prefix else self.output_codec
         consumer = self._consumer()
+        self._group_metadata = consumer.consumer_group_metadata()
         try:
-            partitions, _ = self._assignment(consumer, topics, start)
+            partitions, _ = self._assignment(consumer, topics, start, skip_to, prefix)
             pending = {(p.topic, p.partition) for p in partitions}
             consumer.assign(partitions)
             while pending:
                 if stop.is_set():
                     raise _Stopped
                 batch: list[Consumed] = []
+                reached: Positions = {}
                 for message in consumer.consume(self.batch_size, 1.0):
                     error = message.error()
                     where = (str(message.topic()), int(message.partition() or 0))
@@ -786,27 +931,33 @@ class Rescore:
                         continue
                     if error is not None:
                         raise KafkaException(error)
+                    offset = int(message.offset() or 0)
+                    reached[where] = max(reached.get(where, 0), offset + 1)
                     try:
-                        event = self.codec.decode(
-                            where[0], message.value(), message_headers(message)
-                        )
+                        event = codec.decode(where[0], message.value(), message_headers(message))
                     except UndecodableEvent:
                         continue  # the live worker dead-lettered it; nothing to decide
-                    batch.append(
-                        Consumed(
-                            where[0].removeprefix(self.live_prefix),
-                            where[1],
-                            int(message.offset() or 0),
-                            event,
-                        )
-                    )
+                    batch.append(Consumed(where[0].removeprefix(prefix), where[1], offset, event))
                 if count:
                     self.records_read += len(batch)
                     metrics.REPLAY_EVENTS.labels(task=f"rescore-{self.model.name}").inc(len(batch))
-                if batch:
-                    yield batch
+                if reached:
+                    yield batch, reached
         finally:
             consumer.close()
+
+
+def find_runs(bootstrap: str, live_prefix: str, model: LoadedModel) -> list[str]:
+    """Run ids of ``model``'s rescores whose namespace exists under ``live_prefix``."""
+    root = live_prefix + namespace_for(model, "").removesuffix(".")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return sorted(
+        {
+            topic.removeprefix(root).split(".", 1)[0]
+            for topic in admin.list_topics(timeout=30).topics
+            if topic.startswith(root) and "." in topic.removeprefix(root)
+        }
+    )
 
 
 class _Stopped(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from datetime import timedelta
@@ -20,11 +22,14 @@ from projections.postgres import (
     workflow_row,
 )
 from projections.replay import (
+    REBUILD_LOCK_KEY,
     STAGING_SUFFIX,
     Rebuild,
+    RebuildConflict,
     ReplayInterrupted,
     StagingWriter,
     content_hash,
+    pending_rebuild,
 )
 from schema_registry.events import (
     CommandExecuted,
@@ -176,9 +181,118 @@ def test_an_interrupted_replay_leaves_the_live_tables_alone(env: Env) -> None:
     with pytest.raises(ReplayInterrupted):
         Rebuild(env.engine, env.settings.kafka_bootstrap, projection).run(stop)
     assert sfe(env, "projection", "hash") == before
-    assert rows(env.engine, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%rebuild'") == [
-        (0,)
-    ]
+    with env.engine.connect() as connection:
+        pending = pending_rebuild(connection)
+    assert pending is not None and (pending.projection, pending.records) == (env.name, 0)
+
+
+def test_an_interrupted_replay_resumes_after_its_last_committed_batch(env: Env) -> None:
+    items = history(300)
+    produce(env, items)
+    project_everything(env, len(items))
+    live = sfe(env, "projection", "hash")
+    with env.engine.begin() as connection:
+        connection.execute(text("DELETE FROM ml_predictions"))  # the rebuild must bring it back
+
+    stop = threading.Event()
+    first = Rebuild(
+        env.engine,
+        env.settings.kafka_bootstrap,
+        env.projection(STAGING_SUFFIX),
+        batch_size=100,
+        progress=lambda done, total: stop.set(),  # after the first committed batch
+    )
+    with pytest.raises(ReplayInterrupted):
+        first.run(stop)
+    with env.engine.connect() as connection:
+        pending = pending_rebuild(connection)
+        staged = sum(
+            connection.execute(text(f"SELECT count(*) FROM {table}{STAGING_SUFFIX}")).scalar_one()
+            for table in TABLES
+        )
+    assert pending is not None and 0 < pending.records < len(items)
+    assert sum(offset + 1 for offset in pending.positions.values()) == pending.records
+    assert staged > 0
+    assert rows(env.engine, "SELECT count(*) FROM ml_predictions") == [(0,)], "live untouched"
+
+    # A plain rebuild refuses to throw the interrupted one away, and says what to type.
+    replay = ("replay", "--projection", "postgres", "--name", env.name)
+    refused = CliRunner().invoke(main, list(replay), env=env.cli_env())
+    assert refused.exit_code == 2
+    assert f"holds {pending.records:,} records" in refused.stderr
+    assert "--resume" in refused.stderr and "--restart" in refused.stderr
+    assert "--from" in invoke_failing(env, *replay, "--resume", "--from", "earliest")
+
+    printed, progress = invoke(env, *replay, "--resume")
+    assert printed == live
+    assert f"{len(items):,} records ({pending.records:,} of them before the resume)" in progress
+    assert recorded(env) == len(items)
+    with env.engine.connect() as connection:
+        assert pending_rebuild(connection) is None
+    refused = CliRunner().invoke(main, [*replay, "--resume"], env=env.cli_env())
+    assert refused.exit_code == 2 and "no interrupted rebuild" in refused.stderr
+
+
+def test_a_killed_replay_process_resumes_to_the_live_hash(env: Env) -> None:
+    items = history(1500)
+    produce(env, items)
+    project_everything(env, len(items))
+    live = sfe(env, "projection", "hash")
+    replay = ["replay", "--projection", "postgres", "--name", env.name, "--batch-size", "50"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sfe.cli", *replay],
+        env=env.cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # the first progress line: a batch has committed
+            if line.startswith(f"replay-{env.name}: ") and "records" in line:
+                break
+        process.kill()
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with env.engine.connect() as connection:
+        pending = pending_rebuild(connection)
+    assert pending is not None and 0 < pending.records < len(items), "killed mid-rebuild"
+
+    printed, progress = invoke(env, *replay, "--resume")
+    assert printed == live
+    assert f"{len(items):,} records ({pending.records:,} of them before the resume)" in progress
+    assert recorded(env) == len(items)
+
+
+def test_restart_discards_the_interrupted_rebuild(env: Env) -> None:
+    produce(env, [("predictions", prediction(n)) for n in range(30)])
+    project_everything(env, 30)
+    live = sfe(env, "projection", "hash")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ReplayInterrupted):
+        Rebuild(env.engine, env.settings.kafka_bootstrap, env.projection(STAGING_SUFFIX)).run(stop)
+    replay = ("replay", "--projection", "postgres", "--name", env.name)
+    assert sfe(env, *replay, "--restart") == live
+
+
+def test_one_rebuild_at_a_time(env: Env) -> None:
+    produce(env, [("predictions", prediction(n)) for n in range(10)])
+    with env.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
+        other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": REBUILD_LOCK_KEY})
+        with pytest.raises(RebuildConflict, match="another rebuild is running"):
+            Rebuild(env.engine, env.settings.kafka_bootstrap, env.projection(STAGING_SUFFIX)).run(
+                threading.Event()
+            )
+
+
+def invoke_failing(env: Env, *args: str) -> str:
+    """Run ``sfe`` expecting a usage error; its stderr."""
+    outcome = CliRunner().invoke(main, list(args), env=env.cli_env())
+    assert outcome.exit_code == 2, outcome.output
+    return outcome.stderr
 
 
 def tricky_batches() -> list[list[tuple[str, Event]]]:

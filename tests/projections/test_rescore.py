@@ -326,3 +326,99 @@ def test_rescoring_opportunities_folds_snapshots_as_the_live_agent_does(
     assert report.facts == 2 and report.matched == 2 and report.only_rescored == 0
     assert report.movers == () and report.mean_abs_change == 0.0
     assert report.commands_withheld >= 2  # the write-backs were never emitted
+
+
+def test_an_interrupted_rescore_resumes_without_deciding_a_fact_twice(
+    stack: Settings, prefix: str, models: Path, tmp_path: Path
+) -> None:
+    leads = [change("Lead", lead_id(i), ChangeType.CREATE, lead_fields(i)) for i in range(12)]
+    append(stack, prefix, "sf.cdc.Lead", leads)
+    settings = stack.model_copy(update={"topic_prefix": prefix, "model_dir": models})
+    model = resolve_model(Registry(models), "lead:2")
+    stop = threading.Event()
+    first = Rescore(
+        settings,
+        model,
+        LeadFlow(model, LeadConfig(), "cdc"),
+        batch_size=3,
+        progress=lambda done, total: stop.set(),  # after the first committed batch
+    )
+    partial = first.run(stop)
+    assert partial.interrupted and 0 < partial.facts < len(leads)
+
+    env = {
+        "SFE_TOPIC_PREFIX": prefix,
+        "SFE_MODEL_DIR": str(models),
+        "SFE_STATE_DIR": str(tmp_path / "state"),
+        "SFE_METRICS_PORT": "0",
+        "SFE_LOG_LEVEL": "WARNING",
+        "SFE_LEAD_TRIGGERS": "cdc",
+    }
+    code, _, err = rescore_cli(env, "--model", "lead:1", "--resume")
+    assert code == 2 and "no rescore run of lead:1 to resume" in err
+    code, out, err = rescore_cli(env, "--model", "lead:2", "--resume", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["namespace"] == first.namespace and report["run_id"] == first.run_id
+    assert report["facts"] == len(leads) and report["resumed_facts"] == partial.facts
+    assert report["records_read"] == len(leads) - partial.facts  # only what was left
+    decided = read_events(
+        stack, first.namespace, "decisions.leads", lambda e: len(e) >= len(leads), settle=2
+    )
+    assert sorted(e.causation_id for e in decided) == sorted(e.id for e in leads)
+    predictions = read_events(
+        stack, first.namespace, "predictions", lambda e: len(e) >= len(leads), settle=1
+    )
+    assert len(predictions) == len({e.id for e in predictions}) == len(leads)
+
+
+def test_a_resumed_opportunity_rescore_refolds_but_decides_only_the_rest(
+    stack: Settings, prefix: str, models: Path
+) -> None:
+    history = []
+    for n in range(4):
+        opportunity = f"006{n:015d}"
+        history += [
+            change(
+                "Opportunity",
+                opportunity,
+                ChangeType.CREATE,
+                {"Name": f"Deal {n}", "StageName": "Prospecting", "Amount": 10_000.0 * (n + 1)},
+            ),
+            change("Opportunity", opportunity, ChangeType.UPDATE, {"StageName": "Qualification"}),
+        ]
+    append(stack, prefix, "sf.cdc.Opportunity", history)
+    settings = stack.model_copy(update={"topic_prefix": prefix, "model_dir": models})
+    model = resolve_model(Registry(models), "win:1")
+    whole = Rescore(settings, model, build_flow(settings, model)).run(threading.Event())
+    expected = read_events(stack, whole.namespace, "decisions.opportunities", lambda e: len(e) >= 8)
+
+    stop = threading.Event()
+    first = Rescore(
+        settings,
+        model,
+        build_flow(settings, model),
+        batch_size=3,
+        progress=lambda done, total: stop.set(),
+    )
+    assert first.run(stop).interrupted
+    resumed = Rescore(
+        settings, model, build_flow(settings, model), run_id=first.run_id, resume=True
+    ).run(threading.Event())
+    assert not resumed.interrupted and resumed.facts == 8
+    decided = read_events(
+        stack, first.namespace, "decisions.opportunities", lambda e: len(e) >= 8, settle=2
+    )
+    assert len(decided) == 8, "no decision twice"
+    by_cause = {e.causation_id: e for e in expected}
+    assert {e.causation_id for e in decided} == set(by_cause)
+    # Decided on the refolded snapshots: the same probabilities as the uninterrupted run.
+    assert {
+        e.causation_id: e.win_probability
+        for e in decided
+        if isinstance(e, OpportunityInsightsComputed)
+    } == {
+        c: e.win_probability
+        for c, e in by_cause.items()
+        if isinstance(e, OpportunityInsightsComputed)
+    }
