@@ -13,7 +13,7 @@ topics are dropped at the end, also on Ctrl-C.
 
 Usage (the local stack running: ``.venv/bin/sfe stack up``)::
 
-    .venv/bin/python bench/bench_replay.py [--events 1000000] [--batch-size 20000] [--profile FILE]
+    .venv/bin/python bench/bench_replay.py [--events 1000000] [--batch-size 20000] [--readers 2] [--profile FILE]
 
 ``--profile FILE`` writes a cProfile of the rebuild (not of producing) to ``FILE``.
 """
@@ -198,6 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=20_000)
+    parser.add_argument("--readers", type=int, default=2, help="reader processes")
     parser.add_argument("--profile", help="write a cProfile of the rebuild to this file")
     args = parser.parse_args()
 
@@ -215,7 +216,14 @@ def main() -> None:
 
             dlq = Producer({"bootstrap.servers": settings.kafka_bootstrap})
             projection = PostgresProjection(codec, dlq, f"bench-{suffix}", STAGING_SUFFIX)
-            rebuild = Rebuild(engine, settings.kafka_bootstrap, projection, None, args.batch_size)
+            rebuild = Rebuild(
+                engine,
+                settings.kafka_bootstrap,
+                projection,
+                None,
+                args.batch_size,
+                readers=args.readers,
+            )
             profiler = cProfile.Profile() if args.profile else None
             cpu, wall = time.process_time(), time.perf_counter()
             if profiler:

@@ -184,6 +184,13 @@ def _start(value: str) -> datetime | None:
     help="With --rescore --resume: which interrupted run (when there are several).",
 )
 @click.option(
+    "--readers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="With --projection: processes that consume and decode in parallel.",
+)
+@click.option(
     "--restart",
     is_flag=True,
     help="With --projection: discard an interrupted rebuild and start afresh.",
@@ -214,6 +221,7 @@ def replay(
     as_json: bool,
     resume: bool,
     run_id: str | None,
+    readers: int,
     restart: bool,
     keep: bool,
     drop_namespace: str | None,
@@ -259,10 +267,11 @@ def replay(
                 "--resume continues from where the interrupted rebuild stopped, with its own "
                 "--from: sfe replay --projection postgres --resume",
             )
-        _rebuild(ctx, target, start, name, batch_size, resume, restart)
+        _rebuild(ctx, target, start, name, batch_size, resume, restart, readers)
         return
-    if restart:
-        _usage(ctx, "--restart is for --projection: sfe replay --projection postgres --restart")
+    if restart or _given(ctx, "readers"):
+        flag = "--restart" if restart else "--readers"
+        _usage(ctx, f"{flag} is for --projection: sfe replay --projection postgres {flag} ...")
     if _given(ctx, "name"):
         _usage(ctx, "--name is the projection's: sfe replay --projection postgres --name NAME")
     if run_id is not None and not resume:
@@ -297,6 +306,7 @@ def _rebuild(
     batch_size: int,
     resume: bool,
     restart: bool,
+    readers: int,
 ) -> None:
     """``sfe replay --projection postgres [--resume | --restart]``."""
     settings = _settings(ctx)
@@ -312,6 +322,8 @@ def _rebuild(
         progress=progress,
         resume=resume,
         discard=restart,
+        readers=readers,
+        schema_registry_url=settings.schema_registry_url,
     )
     again = "sfe replay --projection postgres" + ("" if name == NAME else f" --name {name}")
     try:

@@ -2,12 +2,13 @@
 
 A rebuild creates empty, unlogged staging tables shaped like the live ones
 (``CREATE UNLOGGED TABLE x__rebuild (LIKE x INCLUDING ALL)``), reads the source topics
-with a plain confluent-kafka consumer (no group, large batches) from the earliest offset
+with plain confluent-kafka consumers (no group, large batches) from the earliest offset
 or from a point in time up to the end of each partition, and turns them into rows with
-the same code as the live projection (:meth:`PostgresProjection.rows`). A reader thread
-polls and decodes while the calling thread loads the previous batch with ``COPY``
-(:class:`StagingWriter`, to the same effect as the live projection's statements). The
-staging tables are then made durable (``SET LOGGED``) and swapped in **one transaction**:
+the same code as the live projection (:meth:`PostgresProjection.rows`). Reader
+processes (:mod:`projections.rebuild_readers`, partitions split between them) consume,
+decode and encode the rows as ``COPY`` text, while the calling process loads each
+batch with ``COPY`` (:class:`StagingWriter`, to the same effect as the live
+projection's statements). The staging tables are then made durable (``SET LOGGED``) and swapped in **one transaction**:
 it locks the live tables (waiting for the live projection's batch in flight), catches
 up with whatever the live projection applied meanwhile, renames the staging tables
 into place (keeping the live index, constraint and sequence names) and stores the
@@ -30,29 +31,38 @@ without the surrogate ``id``, so a rebuild and the live projection can be compar
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import multiprocessing
 import queue
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as Partition
 from sqlalchemy import Column, Connection, Engine, MetaData, Table, text
-from sqlalchemy.dialects.postgresql import JSONB
 
-from projections.postgres import READ_MODELS, PostgresProjection, Row, Rows, merge_runs
+from projections.postgres import READ_MODELS, PostgresProjection, Rows
+from projections.rebuild_readers import (
+    CopyPayload,
+    ReaderDone,
+    ReaderFailed,
+    ReaderSpec,
+    copy_columns,
+    copy_payload,
+    run_reader,
+    split,
+)
 from projections.runner import store_positions, stored_positions
+from schema_registry.wire import SelfDescribingFormat
 from sfe import metrics
 from streams.topic_admin import while_leaders_settle
 
@@ -61,8 +71,6 @@ STAGING_SUFFIX = "__rebuild"
 CATCH_UP_TIMEOUT_S = 60.0
 #: ``json.dumps`` (as SQLAlchemy writes JSONB) without the check for circular values.
 _JSON_TEXT = json.JSONEncoder(check_circular=False).encode
-#: Rows hashed per round trip.
-_HASH_CHUNK = 10_000
 _INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX (\S+) ON (\S+) (.*)$")
 
 Positions = dict[tuple[str, int], int]
@@ -164,38 +172,45 @@ class ReplayResult:
 
 
 def content_hash(connection: Connection, suffix: str = "") -> tuple[str, dict[str, int]]:
-    """SHA-256 of every read model's rows (ordered by ``event_id``, without ``id``), and counts."""
+    """SHA-256 of every read model's rows (ordered by ``event_id``, without ``id``), and counts.
+
+    The rows are digested as PostgreSQL writes them with ``COPY ... TO STDOUT`` (text
+    format), with the output settings that format depends on pinned for the
+    transaction, so equal rows give equal bytes whoever computes the hash.
+    """
     digest = hashlib.sha256()
     counts: dict[str, int] = {}
-    # As json.dumps(row, default=_canonical, sort_keys=True); rows cannot be circular.
-    encode = json.JSONEncoder(default=_canonical, sort_keys=True, check_circular=False).encode
     raw = connection.connection.driver_connection
-    for table in READ_MODELS:
-        name = table.name + suffix
-        columns = [column.name for column in table.columns if column.name != "id"]
-        digest.update(json.dumps([table.name, columns]).encode())
-        counts[table.name] = 0
-        # A server-side cursor read in chunks; json.dumps(..., ensure_ascii=True) is ASCII.
-        with raw.cursor(name=f"content_hash_{table.name}") as cursor:  # type: ignore[union-attr]
-            cursor.execute(f"SELECT {', '.join(columns)} FROM {name} ORDER BY event_id")
-            while chunk := cursor.fetchmany(_HASH_CHUNK):
-                digest.update("".join([encode(list(row)) + "\n" for row in chunk]).encode())
-                counts[table.name] += len(chunk)
+    with raw.cursor() as cursor:  # type: ignore[union-attr]
+        for setting, value in _HASH_OUTPUT_SETTINGS:
+            cursor.execute(f"SELECT set_config('{setting}', '{value}', true)")
+        for table in READ_MODELS:
+            columns = [column.name for column in table.columns if column.name != "id"]
+            digest.update(json.dumps([table.name, columns]).encode())
+            lines = 0
+            query = f"SELECT {', '.join(columns)} FROM {table.name}{suffix} ORDER BY event_id"
+            with cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
+                for block in copy:
+                    digest.update(block)
+                    lines += bytes(block).count(b"\n")
+            counts[table.name] = lines
     return "sha256:" + digest.hexdigest(), counts
+
+
+#: The settings ``COPY``'s text output depends on, pinned while hashing.
+_HASH_OUTPUT_SETTINGS = (
+    ("DateStyle", "ISO, YMD"),
+    ("TimeZone", "UTC"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+)
 
 
 def snapshot_hash(engine: Engine) -> tuple[str, dict[str, int]]:
     """:func:`content_hash` of the live tables, read in one consistent snapshot."""
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
         return content_hash(connection)
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    raise TypeError(f"cannot hash a {type(value).__name__}")
 
 
 class Rebuild:
@@ -212,16 +227,25 @@ class Rebuild:
         *,
         resume: bool = False,
         discard: bool = False,
+        readers: int = 2,
+        schema_registry_url: str | None = None,
     ) -> None:
         """Read from ``start`` (None: the earliest retained record) with ``batch_size`` records per batch.
 
         With ``resume`` continue the interrupted rebuild instead (its own start applies);
         with ``discard`` drop an interrupted rebuild and start afresh. Without either, an
-        interrupted rebuild makes :meth:`run` raise :class:`RebuildConflict`.
+        interrupted rebuild makes :meth:`run` raise :class:`RebuildConflict`. ``readers``
+        processes consume and decode (the projection's codec, with the schema registry
+        at ``schema_registry_url`` when it reads the Confluent wire format).
         """
         if resume and discard:
             raise ValueError("resume or discard an interrupted rebuild, not both")
+        if schema_registry_url is None and type(projection.codec.wire) is not SelfDescribingFormat:
+            raise ValueError("the readers decode as the projection does: pass its registry URL")
         self.engine = engine
+        self.bootstrap = bootstrap
+        self.readers = max(1, readers)
+        self.schema_registry_url = schema_registry_url
         self.projection = projection
         self.start = start
         self.batch_size = batch_size
@@ -235,7 +259,6 @@ class Rebuild:
         self.next_offsets: Positions = {}
         #: Seconds spent per phase of :meth:`run`.
         self.timings: dict[str, float] = {}
-        self._abandon = threading.Event()
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -339,7 +362,8 @@ class Rebuild:
                 text(f"CREATE UNLOGGED TABLE {staging} (LIKE {table.name} INCLUDING ALL)")
             )
 
-    def _assign(self) -> tuple[list[Partition], int]:
+    def _assign(self) -> tuple[list[Partition], dict[tuple[str, int], int]]:
+        """Every source partition with the offset to read from, and the records left in each."""
         partitions = [
             Partition(topic, number)
             for topic in self.projection.topics
@@ -349,7 +373,7 @@ class Rebuild:
             stamp = int(self.start.timestamp() * 1000)
             wanted = [Partition(p.topic, p.partition, stamp) for p in partitions]
             partitions = while_leaders_settle(lambda: self._consumer.offsets_for_times(wanted, 10))
-        total = 0
+        sizes = {}
         for partition in partitions:
             low, high = while_leaders_settle(
                 partial(self._consumer.get_watermark_offsets, partition, 10)
@@ -358,79 +382,101 @@ class Rebuild:
             if where in self.next_offsets:  # resumed: after the last committed batch
                 partition.offset = self.next_offsets[where]
             elif partition.offset < 0:
-                partition.offset = OFFSET_BEGINNING if self.start is None else high
-            first = max(low, partition.offset)
-            self.next_offsets[where] = first
-            total += max(0, high - first)
-        self._consumer.assign(partitions)
-        return partitions, total
+                partition.offset = low if self.start is None else high
+            partition.offset = max(low, partition.offset)
+            self.next_offsets[where] = partition.offset
+            sizes[where] = max(0, high - partition.offset)
+        return partitions, sizes
 
     def _consume_to_end(self, stop: threading.Event) -> int:
         """Read every source partition to its end into the staging tables.
 
-        A reader thread polls and decodes batch after batch while this thread copies the
-        previous one into the staging tables, each batch in its own transaction with the
-        positions it read.
+        Reader processes (:mod:`projections.rebuild_readers`) consume, decode and encode
+        the rows while this process copies each batch they hand over into the staging
+        tables, in its own transaction with the positions it read.
         """
-        partitions, total = self._assign()
-        pending = {(p.topic, p.partition) for p in partitions}
-        batches: queue.Queue[_Batch | BaseException | None] = queue.Queue(maxsize=2)
-        reader = threading.Thread(
-            target=self._read, args=(pending, stop, batches), name="rebuild-reader", daemon=True
-        )
+        partitions, sizes = self._assign()
+        total = sum(sizes.values())
+        shares = split(partitions, sizes, self.readers)
+        context = multiprocessing.get_context("spawn")  # this process has threads: no fork
+        out: Any = context.Queue(maxsize=2 * len(shares))
+        readers = [
+            context.Process(
+                target=run_reader,
+                args=(self._reader_spec(share), out),
+                name=f"rebuild-reader-{number}",
+                daemon=True,
+            )
+            for number, share in enumerate(shares)
+        ]
+        for reader in readers:
+            reader.start()
         writer = StagingWriter(self.projection)
-        consumed, written = 0, 0.0
-        reader.start()
+        consumed, written, running = 0, 0.0, len(readers)
+        cpu, wall = 0.0, 0.0
         try:
-            while (item := batches.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
+            while running:
+                if stop.is_set():
+                    raise ReplayInterrupted("stopped before the swap")
+                try:
+                    item = out.get(timeout=0.5)
+                except queue.Empty:
+                    failed = [r for r in readers if r.exitcode not in (None, 0)]
+                    if failed:
+                        raise RuntimeError(
+                            f"{failed[0].name} exited with status {failed[0].exitcode}"
+                        ) from None
+                    continue
+                if isinstance(item, ReaderFailed):
+                    raise RuntimeError(f"a rebuild reader failed:\n{item.error}")
+                if isinstance(item, ReaderDone):
+                    running -= 1
+                    cpu += item.cpu_seconds
+                    wall = max(wall, item.wall_seconds)
+                    continue
                 started = time.perf_counter()
                 with self.engine.begin() as connection:
-                    writer.write(connection, item.rows)
+                    writer.write_payload(connection, item)
                     _record_progress(connection, self.projection.name, item.count, item.newest)
-                    self.projection.flush_dead_letters()
                     committing = time.perf_counter()
                 writer.took("commit", committing)
                 written += time.perf_counter() - started
+                self._advance(item.newest)
                 consumed += item.count
+                metrics.REPLAY_EVENTS.labels(task=f"replay-{self.projection.name}").inc(item.count)
                 self.progress(self.resumed + consumed, self.resumed + total)
         finally:
-            self._abandon.set()  # the reader stops at its next batch if this one failed
-            while reader.is_alive():
-                with contextlib.suppress(queue.Empty):
-                    batches.get(timeout=0.1)
-            reader.join()
+            for reader in readers:
+                if reader.is_alive():
+                    reader.terminate()
+            for reader in readers:
+                reader.join(30)
+            out.close()
+            out.cancel_join_thread()
+        self.timings[f"consume+decode ({len(readers)} reader processes, wall)"] = wall
+        self.timings[f"consume+decode ({len(readers)} reader processes, CPU)"] = cpu
         self.timings["write (COPY into staging)"] = written
         self.timings.update({f"  {step}": seconds for step, seconds in writer.timings.items()})
         return consumed
 
-    def _read(
-        self,
-        pending: set[tuple[str, int]],
-        stop: threading.Event,
-        batches: queue.Queue[_Batch | BaseException | None],
-    ) -> None:
-        """Poll and decode until every partition is at its end; hand the rows to ``batches``."""
-        cpu, started = time.thread_time(), time.perf_counter()
-        try:
-            while pending:
-                if stop.is_set():
-                    raise ReplayInterrupted("stopped before the swap")
-                if self._abandon.is_set():
-                    return
-                records, newest = self._poll(pending)
-                if records:
-                    batches.put(_Batch(len(records), self.projection.rows(records), newest))
-            batches.put(None)
-        except BaseException as exc:  # handed to the writer, which raises it
-            batches.put(exc)
-        finally:
-            self.timings["consume+decode (reader thread, wall)"] = time.perf_counter() - started
-            self.timings["consume+decode (reader thread, CPU)"] = time.thread_time() - cpu
+    def _reader_spec(self, share: list[Partition]) -> ReaderSpec:
+        return ReaderSpec(
+            bootstrap=self.bootstrap,
+            partitions=tuple((p.topic, p.partition, p.offset) for p in share),
+            batch_size=self.batch_size,
+            topic_prefix=self.projection.codec.topic_prefix,
+            projection_name=self.projection.name,
+            table_suffix=STAGING_SUFFIX,
+            schema_registry_url=self.schema_registry_url,
+        )
+
+    def _advance(self, newest: Positions) -> None:
+        for where, offset in newest.items():
+            self.positions[where] = max(self.positions.get(where, -1), offset)
+            self.next_offsets[where] = max(self.next_offsets.get(where, 0), offset + 1)
 
     def _poll(self, pending: set[tuple[str, int]]) -> tuple[list[Message], Positions]:
-        """The next records, and the highest offset among them per partition."""
+        """The next records of the catch-up, and the highest offset among them per partition."""
         records = []
         newest: Positions = {}
         for message in self._consumer.consume(self.batch_size, 1.0):
@@ -445,9 +491,7 @@ class Rebuild:
                 pending.discard(where)
             else:
                 raise KafkaException(error)
-        for where, offset in newest.items():
-            self.positions[where] = max(self.positions.get(where, -1), offset)
-            self.next_offsets[where] = max(self.next_offsets.get(where, 0), offset + 1)
+        self._advance(newest)
         metrics.REPLAY_EVENTS.labels(task=f"replay-{self.projection.name}").inc(len(records))
         return records, newest
 
@@ -455,6 +499,7 @@ class Rebuild:
         names = ", ".join(table.name for table in READ_MODELS)
         connection.execute(text(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE"))
         live = stored_positions(connection, self.projection.name)
+        self._consumer.assign([Partition(t, p, o) for (t, p), o in self.next_offsets.items()])
         consumed, deadline = 0, time.monotonic() + CATCH_UP_TIMEOUT_S
         while behind := {
             where
@@ -472,15 +517,6 @@ class Rebuild:
         connection.execute(text(f"DELETE FROM {_REBUILDS}"))
         connection.execute(text(f"DELETE FROM {_REBUILD_OFFSETS}"))
         return consumed
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """Rows of ``count`` consumed records and the highest offset read per partition."""
-
-    count: int
-    rows: Rows
-    newest: Positions
 
 
 def _record_progress(
@@ -507,21 +543,21 @@ def _record_progress(
 
 
 class StagingWriter:
-    """Writes rows into a rebuild's staging tables with COPY, as the projection's statements would.
+    """Writes batches into a rebuild's staging tables with COPY, as the projection's statements would.
 
     ``sync_log`` and ``ml_predictions`` keep the first row of an ``event_id``
-    (``ON CONFLICT DO NOTHING``): the batch's rows, first of each id, are copied straight
-    into the table, and only if one of them is already there (a record read twice) is
-    the batch copied into a temporary table and inserted from it with the projection's
-    conflict rule. The runs of ``workflow_executions``, folded per batch with
-    :func:`~projections.postgres.merge_runs`, are copied into a temporary table and
-    upserted from it with the projection's own upsert.
+    (``ON CONFLICT DO NOTHING``): a batch's rows (first of each id, see
+    :func:`~projections.rebuild_readers.copy_payload`) are copied straight into the
+    table, and only if one of them is already there (a record read twice) is the batch
+    copied into a temporary table and inserted from it with the projection's conflict
+    rule. The folded runs of ``workflow_executions`` are copied into a temporary table
+    and upserted from it with the projection's own upsert.
     """
 
     def __init__(self, projection: PostgresProjection) -> None:
         """Write into ``projection``'s tables (the staging tables)."""
         self.projection = projection
-        #: Seconds spent per step, over every :meth:`write`.
+        #: Seconds spent per step, over every write.
         self.timings: dict[str, float] = {}
 
     def took(self, step: str, started: float) -> float:
@@ -532,37 +568,35 @@ class StagingWriter:
 
     def write(self, connection: Connection, rows: Rows) -> None:
         """Write ``rows`` in ``connection``'s transaction."""
+        self.write_payload(connection, copy_payload(self.projection, rows, 0, {}))
+
+    def write_payload(self, connection: Connection, payload: CopyPayload) -> None:
+        """Write a batch already encoded as COPY text in ``connection``'s transaction."""
         raw = connection.connection.driver_connection
         started = time.perf_counter()
         with raw.cursor() as cursor:  # type: ignore[union-attr]
-            self._insert_new(cursor, self.projection.sync_log, rows.syncs)
+            self._insert_new(cursor, self.projection.sync_log, payload.syncs)
             started = self.took("COPY sync_log", started)
-            self._insert_new(cursor, self.projection.ml_predictions, rows.predictions)
+            self._insert_new(cursor, self.projection.ml_predictions, payload.predictions)
             started = self.took("COPY ml_predictions", started)
-            if rows.runs:
-                runs = self.projection.workflow_executions
-                batch = _temporary(cursor, runs)
-                _copy(cursor, batch, _values(batch, merge_runs(rows.runs)))
+            if payload.runs:
+                batch = _temporary(cursor, self.projection.workflow_executions)
+                _copy(cursor, batch, payload.runs)
                 connection.execute(self.projection._upsert_runs(batch))
                 cursor.execute(f"DROP TABLE {batch.name}")
                 self.took("upsert workflow_executions", started)
 
-    def _insert_new(self, cursor: psycopg.Cursor[Any], table: Table, rows: list[Row]) -> None:
-        if not rows:
+    def _insert_new(self, cursor: psycopg.Cursor[Any], table: Table, text_rows: bytes) -> None:
+        if not text_rows:
             return
-        first: dict[str, Row] = {}
-        for row in rows:
-            first.setdefault(row["event_id"], row)
-        columns = _columns(table)
-        values = _values(columns, first.values())
         cursor.execute("SAVEPOINT rebuild_copy")
         try:
-            _copy(cursor, columns, values)
+            _copy(cursor, table, text_rows)
         except psycopg.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO SAVEPOINT rebuild_copy")
             batch = _temporary(cursor, table)
-            _copy(cursor, batch, values)
-            names = ", ".join(column.name for column in batch.columns)
+            _copy(cursor, batch, text_rows)
+            names = ", ".join(copy_columns(table))
             cursor.execute(
                 f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {batch.name} "
                 "ON CONFLICT (event_id) DO NOTHING"
@@ -572,22 +606,14 @@ class StagingWriter:
             cursor.execute("RELEASE SAVEPOINT rebuild_copy")
 
 
-def _columns(table: Table) -> Table:
-    """``table`` without its surrogate ``id`` (the columns a COPY fills)."""
-    return Table(
-        table.name,
-        MetaData(),
-        *(Column(column.name, column.type) for column in table.columns if column.name != "id"),
-    )
-
-
 def _temporary(cursor: psycopg.Cursor[Any], table: Table) -> Table:
-    """A temporary table with ``table``'s columns but ``id``, dropped at commit at the latest."""
-    columns = _columns(table)
+    """A temporary table with ``table``'s COPY columns, dropped at commit at the latest."""
     batch = Table(
-        table.name + "__batch", MetaData(), *(Column(c.name, c.type) for c in columns.columns)
+        table.name + "__batch",
+        MetaData(),
+        *(Column(c.name, c.type) for c in table.columns if c.name != "id"),
     )
-    names = ", ".join(column.name for column in batch.columns)
+    names = ", ".join(copy_columns(table))
     cursor.execute(
         f"CREATE TEMPORARY TABLE {batch.name} ON COMMIT DROP AS "
         f"SELECT {names} FROM {table.name} WITH NO DATA"
@@ -595,28 +621,11 @@ def _temporary(cursor: psycopg.Cursor[Any], table: Table) -> Table:
     return batch
 
 
-def _values(columns: Table, rows: Iterable[Row]) -> list[tuple[Any, ...]]:
-    """The rows as tuples in the order of ``columns``; JSONB values as JSON text."""
-    names = [column.name for column in columns.columns]
-    documents = [n for n, c in enumerate(columns.columns) if isinstance(c.type, JSONB)]
-    if not documents:
-        return [tuple([row[name] for name in names]) for row in rows]
-    values = []
-    dumps = _JSON_TEXT
-    for row in rows:
-        value = [row[name] for name in names]
-        for n in documents:
-            if value[n] is not None:
-                value[n] = dumps(value[n])
-        values.append(tuple(value))
-    return values
-
-
-def _copy(cursor: psycopg.Cursor[Any], table: Table, values: list[tuple[Any, ...]]) -> None:
-    names = ", ".join(column.name for column in table.columns)
+def _copy(cursor: psycopg.Cursor[Any], table: Table, text_rows: bytes) -> None:
+    """COPY ``text_rows`` (COPY text format, :func:`copy_columns` order) into ``table``."""
+    names = ", ".join(copy_columns(table))
     with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-        for row in values:
-            copy.write_row(row)
+        copy.write(text_rows)
 
 
 def _indexes(connection: Connection, table: str) -> dict[tuple[bool, str], str]:
