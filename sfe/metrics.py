@@ -7,10 +7,17 @@ rely on them. Names follow Prometheus conventions: base units, ``_total`` counte
 serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``SFE_METRICS_BIND`` (loopback
 by default) and ``SFE_METRICS_PORT``; with several workers each gets its own port
 and Prometheus tells them apart by the ``instance`` label it adds when scraping.
+
+The endpoint has no authentication and no admin operations: it only reads. It is meant
+for loopback (a Prometheus agent or sidecar on the same host); widening
+``SFE_METRICS_BIND`` exposes metric values to whoever reaches the port, so it logs a
+warning, and the network or a reverse proxy must restrict access (docs/network.md).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +30,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 _FAST_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
@@ -141,6 +150,13 @@ class MetricsServer:
 
     def __init__(self, bind: str, port: int, ready: Callable[[], bool] = lambda: True) -> None:
         """Bind now (port 0 picks a free port); serve after :meth:`start`."""
+        if not is_loopback(bind):
+            log.warning(
+                "metrics endpoint bound to %s: /metrics, /healthz and /readyz answer anyone "
+                "who reaches port %s without authentication",
+                bind or "all interfaces",
+                port,
+            )
         handler = _handler_class(ready)
         self._server = ThreadingHTTPServer((bind, port), handler)
         self._server.daemon_threads = True
@@ -162,6 +178,12 @@ class MetricsServer:
             return cls(bind, 0).start()
 
     @property
+    def address(self) -> tuple[str, int]:
+        """The host and port the endpoint is bound to."""
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
     def url(self) -> str:
         """Base URL of the endpoint."""
         host, port = self._server.server_address[:2]
@@ -176,6 +198,16 @@ class MetricsServer:
         """Stop serving and release the port."""
         self._server.shutdown()
         self._server.server_close()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) reaches only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _handler_class(ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:

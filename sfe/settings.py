@@ -1,25 +1,44 @@
 """Process settings: one frozen, typed object built once at start from `SFE_*` variables.
 
 Every value comes from the environment (prefix ``SFE_``) with defaults that point at
-the local stack started by ``sfe stack up``. Secrets are ``SecretStr`` so they never
-print. A bad value raises :class:`SettingsError`, whose message names the variable,
-so a misconfigured process fails at start rather than half-way through a run.
+the local stack started by ``sfe stack up``. Secrets are :class:`sfe.secrets.Secret`
+(``Secret('****')`` in every rendering). A secret ``SFE_X`` can instead come from a
+mounted file ``SFE_X_FILE`` or a Vault KV v2 reference ``vault://mount/path#key``
+(:mod:`sfe.secrets`); the Salesforce key and the ingress secrets are read lazily and
+re-read on change (rotation without restart), the others once at start. A bad value
+raises :class:`SettingsError`, whose message names the variable, so a misconfigured
+process fails at start rather than half-way through a run.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from sfe.secrets import (
+    VAULT_SCHEME,
+    Secret,
+    SecretSet,
+    SecretSource,
+    SecretUnavailable,
+    VaultRef,
+    remember,
+)
+
 ENV_PREFIX = "SFE_"
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+DatabaseSslMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
 
 
 class SettingsError(ValueError):
@@ -43,22 +62,41 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = None
     # Prefix of every topic name (an isolated environment on a shared cluster), e.g. "staging.".
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
+    # Security of every Kafka client connection (sfe.kafka_security): PLAINTEXT for the local
+    # stack; SSL, SASL_PLAINTEXT or SASL_SSL for a secured cluster (docs/network.md).
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: Secret | None = None
+    # PEM bundle of the CA(s) that signed the brokers' certificates; unset: the system's.
+    kafka_ssl_ca_location: Path | None = None
 
     # PostgreSQL: the read models. Role and database are created from this URL.
-    database_url: SecretStr = SecretStr("postgresql+psycopg://sfe:sfe@127.0.0.1:55432/sfe")
+    database_url: Secret = Secret("postgresql+psycopg://sfe:sfe@127.0.0.1:55432/sfe")
+    # TLS to PostgreSQL: libpq's sslmode and sslrootcert, added to the URL by sqlalchemy_url()
+    # (they override the URL's own). Unset: the URL's, else libpq's default (prefer).
+    database_sslmode: DatabaseSslMode | None = None
+    database_sslrootcert: Path | None = None
     postgres_bin_dir: Path | None = None
 
     # Salesforce (the local org simulator by default).
     sf_login_url: str = "https://127.0.0.1:8443"
     sf_api_version: str = "62.0"
     sf_client_id: str = "sfe-local-client"
-    sf_client_secret: SecretStr | None = None
+    sf_client_secret: Secret | None = None
     sf_username: str = "integration@sfe.local"
-    sf_password: SecretStr | None = None
+    sf_password: Secret | None = None
+    # The JWT signing key: a mounted file (re-read at every token refresh, so replacing it
+    # rotates the key), or the PEM itself / a vault://mount/path#key reference.
     sf_private_key_file: Path | None = None
-    # The JWT key itself (PEM) when it comes from the environment rather than a file.
-    sf_private_key: SecretStr | None = None
+    sf_private_key: Secret | None = None
     sf_jwt_audience: str | None = None
+    # The OAuth grant: "auto" picks JWT bearer whenever a key is set (the production flow);
+    # the password flow only against a local login URL (the simulator) unless named here.
+    sf_auth_flow: Literal["auto", "jwt", "password"] = "auto"
+    # Salesforce's token answer carries no expiry: the session timeout of the org (Session
+    # Settings, 2 h by default). The token is renewed at 90 % of it, or on INVALID_SESSION_ID.
+    sf_session_seconds: float = Field(default=7200.0, gt=0)
     sf_ca_bundle: Path | None = None
     sf_call_options_client: str = "sfe-pipeline"
     # Id of the integration user: CDC events it committed are our own writes echoed back.
@@ -66,7 +104,12 @@ class Settings(BaseSettings):
     # The org whose Outbound Messages and webhooks the ingress accepts (15 or 18 chars).
     sf_organization_id: str | None = None
     # Shared secret of the HTTP ingress: HMAC key of webhooks, token of Outbound Messages.
-    ingress_secret: SecretStr | None = None
+    # During a rotation the previous one is accepted too; the *_FILE variants are re-read
+    # when the file changes.
+    ingress_secret: Secret | None = None
+    ingress_secret_file: Path | None = None
+    ingress_secret_previous: Secret | None = None
+    ingress_secret_previous_file: Path | None = None
     ingress_bind: str = "127.0.0.1"
     ingress_port: int = Field(default=8088, ge=0, le=65535)
 
@@ -108,14 +151,14 @@ class Settings(BaseSettings):
     notify_backoff_seconds: float = Field(default=0.5, gt=0, le=60)
     # Total wait per command; below Kafka's 300 s poll interval, which a batch must not outlive.
     notify_retry_seconds: float = Field(default=120.0, ge=0, le=240)
-    notify_slack_webhook_url: SecretStr | None = None
+    notify_slack_webhook_url: Secret | None = None
     notify_slack_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     notify_slack_ca_bundle: Path | None = None
     notify_smtp_host: str | None = None
     notify_smtp_port: int = Field(default=587, ge=1, le=65535)
     notify_smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
     notify_smtp_username: str | None = None
-    notify_smtp_password: SecretStr | None = None
+    notify_smtp_password: Secret | None = None
     notify_smtp_from: str | None = None
     notify_smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=120)
     notify_smtp_ca_bundle: Path | None = None
@@ -148,6 +191,10 @@ class Settings(BaseSettings):
     churn_high_risk_above: float = Field(default=0.70, ge=0, le=1)
     upsell_candidate_at_least: float = Field(default=0.5, ge=0, le=1)
 
+    # The audit trail (`sfe audit`): entries older than this many days go at `sfe audit prune`
+    # (default 7 years, leap days included).
+    audit_retention_days: int = Field(default=2557, ge=1, le=36_500)
+
     # Model registry: ONNX files, manifests and evaluation reports (default: <state_dir>/models).
     model_dir: Path | None = None
 
@@ -169,7 +216,7 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _database_url_is_postgres(cls, value: SecretStr) -> SecretStr:
+    def _database_url_is_postgres(cls, value: Secret) -> Secret:
         try:
             url = make_url(value.get_secret_value())
         except ArgumentError:
@@ -211,11 +258,33 @@ class Settings(BaseSettings):
 
     @field_validator("notify_slack_webhook_url")
     @classmethod
-    def _webhook_is_https(cls, value: SecretStr | None) -> SecretStr | None:
+    def _webhook_is_https(cls, value: Secret | None) -> Secret | None:
         if value is not None and not re.match(r"^https://[^\s/]+/\S*$", value.get_secret_value()):
             # The URL is a secret: the message must not repeat it.
             raise ValueError("expected an https:// URL (a Slack incoming webhook)")
         return value
+
+    @field_validator("sf_private_key", "ingress_secret", "ingress_secret_previous")
+    @classmethod
+    def _vault_reference_is_well_formed(cls, value: Secret | None) -> Secret | None:
+        if value is not None and value.get_secret_value().startswith(VAULT_SCHEME):
+            try:
+                VaultRef.parse(value.get_secret_value())
+            except SecretUnavailable as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _register_secrets_for_redaction(self) -> Settings:
+        # Every secret value is known to the log filter (sfe.logging) from now on.
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Secret) and not value.get_secret_value().startswith(VAULT_SCHEME):
+                remember(value.get_secret_value())
+        password = make_url(self.database_url.get_secret_value()).password
+        if password:
+            remember(str(password))
+        return self
 
     @field_validator("notify_email_aliases")
     @classmethod
@@ -252,15 +321,64 @@ class Settings(BaseSettings):
         """The senior AE user ids of ``SFE_LEAD_SENIOR_AE_QUEUE``."""
         return tuple(p.strip() for p in self.lead_senior_ae_queue.split(",") if p.strip())
 
+    def ingress_secrets(self) -> SecretSet:
+        """The ingress secrets accepted now: current, then previous (during a rotation)."""
+        return SecretSet(
+            SecretSource("SFE_INGRESS_SECRET", self.ingress_secret, self.ingress_secret_file),
+            SecretSource(
+                "SFE_INGRESS_SECRET_PREVIOUS",
+                self.ingress_secret_previous,
+                self.ingress_secret_previous_file,
+            ),
+        )
+
     def sqlalchemy_url(self) -> str:
-        """The database URL with its secret revealed, for engine creation only."""
-        return self.database_url.get_secret_value()
+        """The database URL with its secret revealed, for engine creation only.
+
+        ``SFE_DATABASE_SSLMODE`` and ``SFE_DATABASE_SSLROOTCERT``, when set, are added to
+        its query (psycopg hands them to libpq), replacing the URL's own.
+        """
+        raw = self.database_url.get_secret_value()
+        tls: dict[str, str] = {}
+        if self.database_sslmode is not None:
+            tls["sslmode"] = self.database_sslmode
+        if self.database_sslrootcert is not None:
+            tls["sslrootcert"] = str(self.database_sslrootcert)
+        if not tls:
+            return raw
+        return make_url(raw).update_query_dict(tls).render_as_string(hide_password=False)
+
+
+# Secrets read once at start from SFE_X_FILE or a vault:// reference in SFE_X. The JWT key
+# and the ingress secrets are not among them: they are read lazily, at every use.
+_SECRETS_READ_AT_START = (
+    "database_url",
+    "kafka_sasl_password",
+    "sf_client_secret",
+    "sf_password",
+    "notify_slack_webhook_url",
+    "notify_smtp_password",
+)
+
+
+def _secrets_from_files_and_vault() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for field in _SECRETS_READ_AT_START:
+        variable = ENV_PREFIX + field.upper()
+        if os.environ.get(variable + "_FILE") or os.environ.get(variable, "").startswith(
+            VAULT_SCHEME
+        ):
+            try:
+                found[field] = SecretSource.from_env(variable).require()
+            except SecretUnavailable as exc:
+                raise SettingsError(f"invalid setting {variable}: {exc}") from None
+    return found
 
 
 def load_settings() -> Settings:
     """Build settings from the environment, translating validation errors to :class:`SettingsError`."""
     try:
-        return Settings()
+        return Settings(**_secrets_from_files_and_vault())  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -2,8 +2,11 @@
 
 Access tokens expire after the configured time and can be revoked or expired on
 demand (a fault). The JWT bearer grant verifies the RS256 signature against the
-connected app's certificate and checks ``iss`` (the client id), ``sub`` (a user),
-``aud`` (a login URL of this org) and ``exp``.
+connected app's certificates and checks ``iss`` (the client id), ``sub`` (a user),
+``aud`` (a login URL of this org) and ``exp``. Like a real connected app during a key
+rotation, the app can hold several certificates at once (``SimConfig.jwt_extra_cert_files``
+or :meth:`Authority.add_jwt_certificate`); an assertion signed for any of them is accepted.
+Every access token issued is remembered in ``issued_tokens`` (tests check logs for them).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +61,25 @@ class Authority:
         self.users = users
         self.sessions: dict[str, Session] = {}
         self.refresh_tokens: dict[str, str] = {}
-        certificate = x509.load_pem_x509_certificate(jwt_cert_file.read_bytes())
-        self._jwt_key = certificate.public_key()
+        #: Every access token issued, newest last (bounded).
+        self.issued_tokens: deque[str] = deque(maxlen=10_000)
+        self._jwt_keys: list[Any] = []
+        for cert_file in (jwt_cert_file, *config.jwt_extra_cert_files):
+            self.add_jwt_certificate(cert_file.read_bytes())
+
+    def add_jwt_certificate(self, pem: bytes) -> None:
+        """Upload another certificate to the connected app (both valid during a rotation)."""
+        self._jwt_keys.append(x509.load_pem_x509_certificate(pem).public_key())
+
+    def remove_jwt_certificate(self, pem: bytes) -> bool:
+        """Remove a certificate from the connected app (a rotation's last step).
+
+        Returns whether it was there.
+        """
+        key = x509.load_pem_x509_certificate(pem).public_key()
+        before = len(self._jwt_keys)
+        self._jwt_keys = [k for k in self._jwt_keys if k != key]
+        return len(self._jwt_keys) < before
 
     def _client(self, form: dict[str, str]) -> None:
         app = self.config.app
@@ -98,17 +119,24 @@ class Authority:
 
     def _verify_assertion(self, assertion: str) -> str:
         audiences = [*_AUDIENCES, self.config.base_url]
-        try:
-            claims = jwt.decode(
-                assertion,
-                self._jwt_key,  # type: ignore[arg-type]
-                algorithms=["RS256"],
-                options={"require": ["iss", "sub", "aud", "exp"], "verify_aud": False},
-            )
-        except jwt.ExpiredSignatureError:
-            raise OAuthError("invalid_grant", "expired authorization code") from None
-        except jwt.PyJWTError:
-            raise OAuthError("invalid_grant", "invalid assertion") from None
+        claims: dict[str, Any] | None = None
+        for key in self._jwt_keys:
+            try:
+                claims = jwt.decode(
+                    assertion,
+                    key,
+                    algorithms=["RS256"],
+                    options={"require": ["iss", "sub", "aud", "exp"], "verify_aud": False},
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError:
+                raise OAuthError("invalid_grant", "expired authorization code") from None
+            except jwt.PyJWTError:
+                raise OAuthError("invalid_grant", "invalid assertion") from None
+        if claims is None:
+            raise OAuthError("invalid_grant", "invalid assertion")
         audience = str(claims["aud"]).rstrip("/")
         if not (
             audience in audiences
@@ -127,6 +155,7 @@ class Authority:
         """A new access token (and refresh token) for ``user_id``, as the token endpoint answers."""
         token = f"{ORG_ID[:15]}!{secrets.token_urlsafe(40)}"
         self.sessions[token] = Session(token, user_id, time.time() + self.config.token_ttl_seconds)
+        self.issued_tokens.append(token)
         issued_at = str(int(time.time() * 1000))
         identity = f"{self.config.base_url}/id/{ORG_ID}/{user_id}"
         signature = hmac.new(

@@ -26,6 +26,8 @@ class SimConfig:
     password: str = "sfe-local-password"
     app: ConnectedApp = field(default_factory=ConnectedApp)
     jwt_cert_file: Path | None = None
+    #: More certificates the connected app accepts JWT assertions for (a key rotation).
+    jwt_extra_cert_files: tuple[Path, ...] = ()
     token_ttl_seconds: float = 7200.0
     daily_api_limit: int = 100_000
     event_retention_seconds: float = 72 * 3600.0

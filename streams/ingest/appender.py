@@ -120,17 +120,23 @@ class TransactionalAppender:
         checkpoint_topic: str,
         codec: Codec | None = None,
         timeout_s: float = 30.0,
+        *,
+        client_config: Mapping[str, str | int | float | bool] | None = None,
     ) -> None:
         """Configure an idempotent, transactional producer (acks=all).
 
         ``codec`` encodes the checkpoints; its topic prefix must match ``checkpoint_topic``.
+        ``client_config`` holds the connection's security properties
+        (``sfe.kafka_security.kafka_client_config``); ``bootstrap`` wins over its servers.
         """
         self.bootstrap = bootstrap
+        self.client_config = dict(client_config or {})
         self.checkpoint_topic = checkpoint_topic
         self.codec = codec or Codec()
         self.timeout_s = timeout_s
         self._producer = Producer(
             {
+                **self.client_config,
                 "bootstrap.servers": bootstrap,
                 "transactional.id": transactional_id,
                 "enable.idempotence": True,
@@ -151,7 +157,13 @@ class TransactionalAppender:
     def start(self) -> dict[str, Checkpoint]:
         """Fence any predecessor and return the last committed checkpoint of every channel."""
         self.init()
-        return load_checkpoints(self.bootstrap, self.checkpoint_topic, self.codec, self.timeout_s)
+        return load_checkpoints(
+            self.bootstrap,
+            self.checkpoint_topic,
+            self.codec,
+            self.timeout_s,
+            client_config=self.client_config,
+        )
 
     def append(self, records: Sequence[OutboundRecord], checkpoints: Iterable[Checkpoint]) -> None:
         """Write ``records`` and ``checkpoints`` in one transaction, or nothing at all."""
@@ -174,9 +186,19 @@ class TransactionalAppender:
             error: KafkaError = exc.args[0]
             if error.fatal() or error.code() == KafkaError._FENCED:
                 raise AppenderFenced(str(error)) from None
-            if error.txn_requires_abort():
-                self._producer.abort_transaction(self.timeout_s)
+            # Whatever failed (a record the broker refuses, say), the transaction must
+            # not stay open: the next append's begin_transaction would fail forever.
+            self._abort_open_transaction()
             raise AppendFailed(str(error)) from None
+
+    def _abort_open_transaction(self) -> None:
+        """Abort the current transaction, if any (an abort with none open is ignored)."""
+        try:
+            self._producer.abort_transaction(self.timeout_s)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.fatal():
+                raise AppenderFenced(str(error)) from None
 
     def close(self) -> None:
         """Flush whatever the producer still holds (nothing, between transactions)."""
@@ -198,11 +220,20 @@ class TransactionalAppender:
 
 
 def load_checkpoints(
-    bootstrap: str, topic: str, codec: Codec, timeout_s: float = 30.0
+    bootstrap: str,
+    topic: str,
+    codec: Codec,
+    timeout_s: float = 30.0,
+    *,
+    client_config: Mapping[str, str | int | float | bool] | None = None,
 ) -> dict[str, Checkpoint]:
-    """Read the compacted checkpoint topic to its end (committed records only)."""
+    """Read the compacted checkpoint topic to its end (committed records only).
+
+    ``client_config``: the connection's security properties, as for the appender.
+    """
     consumer = Consumer(
         {
+            **(client_config or {}),
             "bootstrap.servers": bootstrap,
             "group.id": "sfe-ingest-checkpoint-reader",
             "enable.auto.commit": False,

@@ -89,7 +89,31 @@ class IngestedFact:
 
 
 def split_message(message: Mapping[str, Any], echo_policy: EchoPolicy) -> list[IngestedFact]:
-    """Split one CometD message into per-record facts (one fact for a Platform Event)."""
+    """Split one CometD message into per-record facts (one fact for a Platform Event).
+
+    Whatever the message holds (wrong types, values nested too deeply to print), the
+    only error raised is :class:`MalformedStreamingMessage`, with the reason.
+    """
+    if not isinstance(message, Mapping):
+        raise MalformedStreamingMessage(f"a message is an object, not {type(message).__name__}")
+    try:
+        return _split(message, echo_policy)
+    except MalformedStreamingMessage:
+        raise
+    except (ValueError, TypeError, KeyError, ArithmeticError, RecursionError) as exc:
+        reason = str(exc)[:300] or type(exc).__name__
+        raise MalformedStreamingMessage(f"{type(exc).__name__}: {reason}") from None
+
+
+def label(value: object) -> str:
+    """``value`` for an error message: strings and numbers as they are (cut short), else the type."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        text = str(value) if not isinstance(value, int) or abs(value) < 10**40 else "<huge int>"
+        return text[:80]
+    return f"<{type(value).__name__}>"
+
+
+def _split(message: Mapping[str, Any], echo_policy: EchoPolicy) -> list[IngestedFact]:
     channel = message.get("channel")
     data = message.get("data")
     if not isinstance(channel, str) or not isinstance(data, Mapping):
@@ -97,12 +121,18 @@ def split_message(message: Mapping[str, Any], echo_policy: EchoPolicy) -> list[I
     event = data.get("event")
     payload = data.get("payload")
     if not isinstance(event, Mapping) or "replayId" not in event:
-        raise MalformedStreamingMessage(f"{channel}: data.event.replayId is missing")
+        raise MalformedStreamingMessage(f"{label(channel)}: data.event.replayId is missing")
     if not isinstance(payload, Mapping):
-        raise MalformedStreamingMessage(f"{channel}: data.payload is not an object")
+        raise MalformedStreamingMessage(f"{label(channel)}: data.payload is not an object")
     replay_id = event["replayId"]
+    if not isinstance(replay_id, int | str) or isinstance(replay_id, bool):
+        raise MalformedStreamingMessage(
+            f"{label(channel)}: replayId {label(replay_id)} is no replay id"
+        )
     if PLATFORM_EVENT_CHANNEL.match(channel) or channel.startswith("/event/"):
         return [_platform_event(channel, replay_id, event, payload)]
+    if not channel.startswith("/data/"):
+        raise MalformedStreamingMessage(f"{label(channel)} is not a change event channel")
     return _change_event(channel, replay_id, payload, echo_policy)
 
 
@@ -111,13 +141,19 @@ def _change_event(
 ) -> list[IngestedFact]:
     header = payload.get("ChangeEventHeader")
     if not isinstance(header, Mapping):
-        raise MalformedStreamingMessage(f"{channel}@{replay_id}: ChangeEventHeader is missing")
+        raise MalformedStreamingMessage(
+            f"{label(channel)}@{label(replay_id)}: ChangeEventHeader is missing"
+        )
     for required in ("entityName", "changeType", "recordIds"):
         if required not in header:
-            raise MalformedStreamingMessage(f"{channel}@{replay_id}: header has no {required}")
+            raise MalformedStreamingMessage(
+                f"{label(channel)}@{label(replay_id)}: header has no {required}"
+            )
     record_ids = header["recordIds"]
     if not isinstance(record_ids, list) or not record_ids:
-        raise MalformedStreamingMessage(f"{channel}@{replay_id}: recordIds is empty")
+        raise MalformedStreamingMessage(
+            f"{label(channel)}@{label(replay_id)}: recordIds is not a non-empty list"
+        )
     values = {name: value for name, value in payload.items() if name != "ChangeEventHeader"}
     echo = echo_policy.is_echo(header)
     return [

@@ -10,7 +10,9 @@ import click
 from aiosfstream_ng import ReplayOption
 
 from schema_registry.codec import Codec
+from sfe.kafka_security import kafka_client_config
 from sfe.metrics import MetricsServer
+from sfe.secrets import SecretUnavailable
 from sfe.settings import Settings
 from streams.ingest.appender import TransactionalAppender
 from streams.ingest.backfill import run_backfill
@@ -35,7 +37,11 @@ def build_ingestor(
     prefix = settings.topic_prefix
     codec = Codec.from_settings(settings, topic_prefix=prefix)
     appender = TransactionalAppender(
-        settings.kafka_bootstrap, transactional_id, prefix + CHECKPOINT_TOPIC, codec
+        settings.kafka_bootstrap,
+        transactional_id,
+        prefix + CHECKPOINT_TOPIC,
+        codec,
+        client_config=kafka_client_config(settings),
     )
     return Ingestor(
         appender,
@@ -133,7 +139,11 @@ def backfill(
     prefix = settings.topic_prefix
     codec = Codec.from_settings(settings, topic_prefix=prefix)
     appender = TransactionalAppender(
-        settings.kafka_bootstrap, f"{transactional_id}-{entity}", prefix + CHECKPOINT_TOPIC, codec
+        settings.kafka_bootstrap,
+        f"{transactional_id}-{entity}",
+        prefix + CHECKPOINT_TOPIC,
+        codec,
+        client_config=kafka_client_config(settings),
     )
     try:
         written = run_backfill(
@@ -165,12 +175,19 @@ def ingress(ctx: click.Context, transactional_id: str) -> None:
         raise click.UsageError(
             "set SFE_SF_ORGANIZATION_ID to the org whose deliveries are accepted"
         )
-    if settings.ingress_secret is None:
-        raise click.UsageError("set SFE_INGRESS_SECRET to the shared secret of the ingress")
+    secrets = settings.ingress_secrets()
+    try:
+        configured = bool(secrets.values())
+    except SecretUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
+    if not configured:
+        raise click.UsageError(
+            "set SFE_INGRESS_SECRET (or SFE_INGRESS_SECRET_FILE) to the shared secret "
+            "of the ingress"
+        )
     ingestor = build_ingestor(settings, transactional_id, reader=None)
     ingestor.start()
-    secret = settings.ingress_secret.get_secret_value().encode()
-    application = Ingress(ingestor, settings.sf_organization_id, secret).app()
+    application = Ingress(ingestor, settings.sf_organization_id, secrets).app()
     server = MetricsServer(settings.metrics_bind, settings.metrics_port).start()
     try:
         web.run_app(application, host=settings.ingress_bind, port=settings.ingress_port, print=None)

@@ -10,6 +10,7 @@ names, as the schemas expect.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,26 +18,40 @@ from typing import Any
 from schema_registry.events import (
     ChangeEventHeader,
     ChangeType,
+    Event,
     EventDeadLettered,
     FieldValue,
     PlatformEventPublished,
     RecordChanged,
 )
 from schema_registry.ids import derived_event_id
-from streams.ingest.changes import IngestedFact
+from streams.ingest.changes import IngestedFact, MalformedStreamingMessage, label
 
 SOURCE = "sfe.ingest"
+#: Compound fields nest one or two levels (``Name.FirstName``); deeper is not Salesforce.
+MAX_FIELD_DEPTH = 16
+_RECORD_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 
 
-def flatten_fields(values: Mapping[str, Any], prefix: str = "") -> dict[str, FieldValue]:
-    """Salesforce field values with compound ones flattened (``Name.LastName``); ``attributes`` dropped."""
+def flatten_fields(
+    values: Mapping[str, Any], prefix: str = "", depth: int = 0
+) -> dict[str, FieldValue]:
+    """Salesforce field values with compound ones flattened (``Name.LastName``); ``attributes`` dropped.
+
+    Raises :class:`ValueError` for values nested deeper than :data:`MAX_FIELD_DEPTH`
+    (hostile input must not exhaust the interpreter's recursion limit).
+    """
+    if depth > MAX_FIELD_DEPTH:
+        raise ValueError(
+            f"field {prefix.rstrip('.')[:80]!r} is nested deeper than {MAX_FIELD_DEPTH}"
+        )
     flat: dict[str, FieldValue] = {}
     for name, value in values.items():
         if name == "attributes":
             continue
         key = f"{prefix}{name}"
         if isinstance(value, Mapping):
-            flat.update(flatten_fields(value, prefix=f"{key}."))
+            flat.update(flatten_fields(value, prefix=f"{key}.", depth=depth + 1))
         elif isinstance(value, list):
             flat[key] = ";".join(str(item) for item in value)
         elif value is None or isinstance(value, bool | int | float | str):
@@ -48,7 +63,10 @@ def flatten_fields(values: Mapping[str, Any], prefix: str = "") -> dict[str, Fie
 
 def _millis(value: Any) -> datetime:
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000, UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError) as exc:  # far outside the years datetime can hold
+            raise ValueError(f"timestamp {value!r} is out of range: {exc}") from None
     if isinstance(value, str):
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     return datetime.now(UTC)
@@ -67,10 +85,18 @@ def header_of(fact: IngestedFact) -> ChangeEventHeader:
         commit_timestamp=_millis(raw.get("commitTimestamp")),
         commit_number=int(raw.get("commitNumber") or 0),
         commit_user=str(raw.get("commitUser") or ""),
-        changed_fields=tuple(str(f) for f in raw.get("changedFields") or ()),
-        nulled_fields=tuple(str(f) for f in raw.get("nulledFields") or ()),
-        diff_fields=tuple(str(f) for f in raw.get("diffFields") or ()),
+        changed_fields=_names(raw, "changedFields"),
+        nulled_fields=_names(raw, "nulledFields"),
+        diff_fields=_names(raw, "diffFields"),
     )
+
+
+def _names(header: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """A header's list of field names (absent: none); ``ValueError`` if it is anything else."""
+    names = header.get(key) or ()
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{key} is not a list of field names")
+    return tuple(names)
 
 
 def change_event(fact: IngestedFact) -> RecordChanged:
@@ -88,6 +114,27 @@ def change_event(fact: IngestedFact) -> RecordChanged:
         fields=flatten_fields(fact.fields),
         is_echo=fact.echo,
     )
+
+
+def event_of(fact: IngestedFact) -> Event:
+    """The event of one fact; :class:`MalformedStreamingMessage` (with the reason) if it has none.
+
+    This is the only error it raises, whatever the message held: wrong types, numbers
+    out of range, an unknown ``changeType``, a record id that is not a Salesforce id,
+    fields nested too deeply. The ingestor dead-letters the message with that reason.
+    """
+    where = f"{label(fact.channel)}@{label(fact.replay_id)}"
+    try:
+        if fact.kind == "platform_event":
+            return platform_event(fact)
+        if not _RECORD_ID.match(fact.record_id or ""):
+            raise ValueError(f"not a Salesforce record id: {label(fact.record_id)!r}")
+        return change_event(fact)
+    except MalformedStreamingMessage:
+        raise
+    except (ValueError, TypeError, KeyError, ArithmeticError, OSError, RecursionError) as exc:
+        reason = str(exc)[:300] or type(exc).__name__
+        raise MalformedStreamingMessage(f"{where}: {type(exc).__name__}: {reason}") from None
 
 
 def recovery_cause(entity: str, moment: datetime, identity: str, agent: str) -> RecordChanged:

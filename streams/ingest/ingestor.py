@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,12 +39,12 @@ from streams.ingest.changes import (
     EchoPolicy,
     IngestedFact,
     MalformedStreamingMessage,
+    label,
     split_message,
 )
 from streams.ingest.events import (
-    change_event,
     dead_letter,
-    platform_event,
+    event_of,
     recovery_cause,
     snapshot_event,
 )
@@ -51,6 +52,19 @@ from streams.ingest.events import (
 log = logging.getLogger(__name__)
 
 DLQ_TOPIC = "dlq.ingest"
+#: The largest event value appended; the broker refuses records over ~1 MB, and one such
+#: record would abort the whole transaction (every valid event of the batch with it).
+MAX_RECORD_BYTES = 900_000
+#: How much of an unreadable message a dead letter keeps (the rest is cut, the reason says so).
+MAX_DEAD_LETTER_BYTES = 512 * 1024
+#: How deep a dead-lettered message is written out; deeper values are replaced by a marker.
+_MAX_RAW_DEPTH = 64
+#: Channels a checkpoint is kept for (CometD channel names), anything else is not a channel.
+_CHANNEL = re.compile(r"^/[A-Za-z0-9_/]{1,200}$")
+
+
+class OversizedEvent(ValueError):
+    """An event encodes to more than :data:`MAX_RECORD_BYTES`; it is dead-lettered, not appended."""
 
 
 class RecordReader(Protocol):
@@ -114,20 +128,27 @@ class Ingestor:
         return default if checkpoint is None else checkpoint.replay_id
 
     async def handle(self, message: Mapping[str, Any]) -> None:
-        """Process one streaming message; flush when the batch is full."""
-        channel = str(message.get("channel", "?"))
+        """Process one streaming message; flush when the batch is full.
+
+        A message that cannot be turned into events, whatever it holds, is buffered as
+        a dead letter with the reason instead (nothing raised, nothing of it appended).
+        """
+        raw_channel = message.get("channel") if isinstance(message, Mapping) else None
+        channel = raw_channel if isinstance(raw_channel, str) else "?"
         replay_id = _replay_id(message)
         try:
             facts = split_message(message, self.echo_policy)
-            events = await self._events_for(facts)
+            events, fresh = await self._events_for(facts)
             encoded = [
-                self._encode(_topic_of(event, self.config.topic_prefix), event) for event in events
+                self._encode_checked(_topic_of(event, self.config.topic_prefix), event)
+                for event in events
             ]
         except (MalformedStreamingMessage, SchemaError, ValueError, KeyError, TypeError) as exc:
             self._dead_letter(channel, message, exc, replay_id)
         else:
+            self._remember(fresh)
             self._pending.extend(encoded)
-        if replay_id is not None:
+        if replay_id is not None and _CHANNEL.match(channel):
             self._pending_channels[channel] = replay_id
         if len(self._pending) >= self.config.batch_max_records:
             await self.flush()
@@ -146,9 +167,7 @@ class Ingestor:
         if window.seen(delivery_id):
             metrics.INGEST_DUPLICATES.labels(channel=channel).inc()
             return False
-        encoded = [
-            self._encode(_topic_of(event, self.config.topic_prefix), event) for event in events
-        ]
+        encoded = self.encode_delivery(events)
         async with self._flush_lock:
             recent = (*window.snapshot(limit=255), delivery_id)
             checkpoint = Checkpoint(channel, delivery_id, recent)
@@ -160,11 +179,28 @@ class Ingestor:
             metrics.EVENTS_PRODUCED.labels(topic=record.topic).inc()
         return True
 
+    def encode_delivery(self, events: Sequence[Event]) -> list[OutboundRecord]:
+        """The records of a push delivery's events, appending nothing.
+
+        Raises :class:`~schema_registry.errors.SchemaError` for an event that does not
+        fit its topic and :class:`OversizedEvent` for one too large to append, so a
+        caller can dead-letter the delivery before any of it is appended.
+        """
+        return [
+            self._encode_checked(_topic_of(event, self.config.topic_prefix), event)
+            for event in events
+        ]
+
     async def dead_letter_delivery(
         self, channel: str, raw: bytes, reason: str, error_type: str
     ) -> None:
-        """Keep an unreadable push delivery in ``dlq.ingest`` with the reason, committed at once."""
+        """Keep an unreadable push delivery in ``dlq.ingest`` with the reason, committed at once.
+
+        A raw body over :data:`MAX_DEAD_LETTER_BYTES` is cut to that size (the reason
+        says so), so the dead letter itself always fits in a Kafka record.
+        """
         metrics.DEAD_LETTERS.labels(topic=DLQ_TOPIC, reason=error_type).inc()
+        raw, reason = _capped(raw, _text(reason, 1000))
         event = dead_letter(channel, raw, reason, error_type, None)
         record = self._encode(self.config.topic_prefix + DLQ_TOPIC, event)
         async with self._flush_lock:
@@ -211,25 +247,39 @@ class Ingestor:
         await self.flush()
         return len(snapshots)
 
-    async def _events_for(self, facts: list[IngestedFact]) -> list[Event]:
+    async def _events_for(
+        self, facts: list[IngestedFact]
+    ) -> tuple[list[Event], list[IngestedFact]]:
+        """The events of one message's facts, redeliveries left out, and the facts kept.
+
+        Nothing is remembered here: the caller calls :meth:`_remember` with the facts
+        once the whole message is encoded, so a hostile message that shares a delivery
+        key with a valid one and then fails cannot make the valid one look redelivered.
+        """
+        converted = [(fact, event_of(fact)) for fact in facts]
         events: list[Event] = []
-        for fact in facts:
-            window = self._window(fact.channel)
-            if window.seen(fact.delivery_key):
+        fresh: list[IngestedFact] = []
+        keys: set[tuple[str, str]] = set()
+        for fact, event in converted:
+            key = (fact.channel, fact.delivery_key)
+            if key in keys or self._window(fact.channel).seen(fact.delivery_key):
                 metrics.INGEST_DUPLICATES.labels(channel=fact.channel).inc()
                 continue
-            window.add(fact.delivery_key)
-            metrics.INGESTED.labels(channel=fact.channel).inc()
-            if fact.kind == "platform_event":
-                events.append(platform_event(fact))
-                continue
-            event = change_event(fact)
+            keys.add(key)
+            fresh.append(fact)
             events.append(event)
-            if fact.is_overflow:
-                events.extend(await self._reconcile_entity(fact.channel, event))
-            elif fact.is_gap:
-                events.extend(await self._reread(event))
-        return events
+            if isinstance(event, RecordChanged):
+                if fact.is_overflow:
+                    events.extend(await self._reconcile_entity(fact.channel, event))
+                elif fact.is_gap:
+                    events.extend(await self._reread(event))
+        return events, fresh
+
+    def _remember(self, facts: list[IngestedFact]) -> None:
+        """Record the delivery keys of ``facts``, whose events are now buffered."""
+        for fact in facts:
+            self._window(fact.channel).add(fact.delivery_key)
+            metrics.INGESTED.labels(channel=fact.channel).inc()
 
     async def _reread(self, gap: RecordChanged) -> list[RecordChanged]:
         """After a gap event: the record as it is now, read over REST."""
@@ -262,11 +312,26 @@ class Ingestor:
         encoded = self.codec.encode(topic, event)
         return OutboundRecord(topic, event.subject.encode(), encoded.value, tuple(encoded.headers))
 
+    def _encode_checked(self, topic: str, event: Event) -> OutboundRecord:
+        """:meth:`_encode`, refusing what the broker would refuse (and the transaction with it)."""
+        try:
+            record = self._encode(topic, event)
+        except UnicodeEncodeError as exc:  # lone surrogates in a string: no UTF-8 for them
+            raise MalformedStreamingMessage(f"{event.type} {event.id}: {exc}") from None
+        except OverflowError as exc:  # a number beyond what Avro's long and double can hold
+            raise MalformedStreamingMessage(f"{event.type} {event.id}: {exc}") from None
+        size = len(record.value) + len(record.key)
+        if size > MAX_RECORD_BYTES:
+            raise OversizedEvent(
+                f"{event.type} {event.id} encodes to {size} bytes (limit {MAX_RECORD_BYTES})"
+            )
+        return record
+
     def _dead_letter(
         self, channel: str, message: Mapping[str, Any], exc: Exception, replay_id: object
     ) -> None:
-        raw = json.dumps(message, default=str, sort_keys=True).encode()
-        reason = str(exc) or type(exc).__name__
+        raw, reason = _capped(_raw_message(message), _text(str(exc) or type(exc).__name__, 1000))
+        channel = _text(channel, 200)
         log.warning(
             "streaming message dead-lettered",
             extra={"channel": channel, "replay_id": replay_id, "reason": reason},
@@ -279,11 +344,53 @@ class Ingestor:
         return self._windows.setdefault(channel, DeliveryWindow())
 
 
+def _raw_message(message: object) -> bytes:
+    """A message as JSON for its dead letter, however it is shaped (deep nesting is cut)."""
+    return json.dumps(_bounded(message, _MAX_RAW_DEPTH), default=repr, sort_keys=True).encode(
+        errors="backslashreplace"
+    )
+
+
+def _bounded(value: object, depth: int) -> object:
+    """``value`` with containers below ``depth`` levels replaced by a marker and keys as text."""
+    if isinstance(value, Mapping | list | tuple):
+        if depth <= 0:
+            return f"<{type(value).__name__} nested deeper than {_MAX_RAW_DEPTH} levels>"
+        if isinstance(value, Mapping):
+            return {_key(key): _bounded(item, depth - 1) for key, item in value.items()}
+        return [_bounded(item, depth - 1) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**4000:
+        return "<huge int>"  # past int-to-text's digit limit
+    return value
+
+
+def _text(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, lone surrogates escaped (it must encode as UTF-8)."""
+    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _key(key: object) -> str:
+    return key if isinstance(key, str) else label(key)
+
+
+def _capped(raw: bytes, reason: str) -> tuple[bytes, str]:
+    """``raw`` cut to :data:`MAX_DEAD_LETTER_BYTES`, the reason saying so when it was."""
+    if len(raw) <= MAX_DEAD_LETTER_BYTES:
+        return raw, reason
+    return raw[:MAX_DEAD_LETTER_BYTES], f"{reason} (raw value cut from {len(raw)} bytes)"
+
+
 def _replay_id(message: Mapping[str, Any]) -> int | str | None:
+    if not isinstance(message, Mapping):
+        return None
     data = message.get("data")
     event = data.get("event") if isinstance(data, Mapping) else None
     replay_id = event.get("replayId") if isinstance(event, Mapping) else None
-    return replay_id if isinstance(replay_id, int | str) else None
+    if isinstance(replay_id, bool):
+        return None
+    if isinstance(replay_id, int):
+        return replay_id if -(2**63) <= replay_id < 2**63 else None
+    return replay_id if isinstance(replay_id, str) and len(replay_id) <= 200 else None
 
 
 def _topic_of(event: Event, prefix: str) -> str:

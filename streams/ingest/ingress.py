@@ -12,10 +12,14 @@ the shared secret, in ``X-Sfe-Signature: sha256=<hex>``::
      "changes": [{"entity": "Lead", "recordId": "00Q...", "changeType": "UPDATE",
                   "commitTimestamp": "2026-11-25T10:00:00Z", "fields": {"Status": "Working"}}]}
 
-Both check the organization id. XML is parsed with defusedxml (entity expansion and
-DTDs refused). A request that fails authentication gets 401/403 and is not kept; a
-well-authenticated delivery that cannot be read goes to ``dlq.ingest`` with the
-reason and is acknowledged, so the sender does not retry it forever.
+Both check the organization id. The secret rotates without downtime: the ingress
+accepts the current secret (``SFE_INGRESS_SECRET`` or ``SFE_INGRESS_SECRET_FILE``) and,
+while one is set, the previous one (``SFE_INGRESS_SECRET_PREVIOUS[_FILE]``); mounted
+files are re-read when they change, so no restart is needed. XML is parsed with
+defusedxml (entity expansion and DTDs refused). A request that fails authentication
+gets 401/403 and is not kept; a well-authenticated delivery that cannot be read goes
+to ``dlq.ingest`` with the reason and is acknowledged, so the sender does not retry it
+forever.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -34,8 +40,11 @@ import defusedxml.ElementTree as SafeXml
 from aiohttp import web
 from defusedxml import DefusedXmlException
 
+from schema_registry.errors import SchemaError
 from schema_registry.events import ChangeEventHeader, ChangeType, RecordChanged
 from schema_registry.ids import derived_event_id
+from sfe.secrets import SecretSet, SecretUnavailable
+from streams.ingest.changes import MalformedStreamingMessage
 from streams.ingest.events import SOURCE, flatten_fields
 from streams.ingest.ingestor import Ingestor
 
@@ -61,6 +70,19 @@ ACK = (
 
 class UnreadableDelivery(ValueError):
     """An authenticated delivery whose content is not what Salesforce (or our webhook) sends."""
+
+
+#: What reading or encoding an authenticated delivery may raise; the delivery is dead-lettered.
+#: (``UnicodeDecodeError`` and ``OversizedEvent`` are ``ValueError`` s; ``RecursionError``:
+#: JSON nested too deeply for the parser; ``SchemaError``: an event that does not fit its topic.)
+_UNREADABLE = (
+    UnreadableDelivery,
+    MalformedStreamingMessage,
+    SchemaError,
+    ValueError,
+    TypeError,
+    RecursionError,
+)
 
 
 def same_org(expected: str, given: str) -> bool:
@@ -112,6 +134,38 @@ def parse_outbound_message(body: bytes) -> tuple[str, list[tuple[str, RecordChan
     return organization_id, events
 
 
+def load_json(body: bytes) -> Any:
+    """A webhook body as JSON, strictly; :class:`UnreadableDelivery` (or ``ValueError``) if not.
+
+    ``NaN`` and ``Infinity`` are not JSON, a number too large for a double (``1e999``)
+    would become one, and an object naming a key twice is ambiguous (parsers differ on
+    which value wins): all three are refused rather than passed on.
+    """
+    return json.loads(
+        body, parse_constant=_not_json, parse_float=_finite, object_pairs_hook=_unique_keys
+    )
+
+
+def _not_json(constant: str) -> Any:
+    raise UnreadableDelivery(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise UnreadableDelivery(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        counts = Counter(name for name, _ in pairs)
+        twice = sorted(name for name, count in counts.items() if count > 1)
+        raise UnreadableDelivery(f"an object names keys twice: {twice[:5]!r}")
+    return found
+
+
 def parse_webhook(payload: Mapping[str, Any]) -> tuple[str, str, list[RecordChanged]]:
     """Organization id, delivery id and events of a webhook body."""
     organization_id, delivery_id = payload.get("organizationId"), payload.get("deliveryId")
@@ -141,15 +195,40 @@ def parse_webhook(payload: Mapping[str, Any]) -> tuple[str, str, list[RecordChan
 
 
 class Ingress:
-    """The aiohttp application of the ingress, bound to an ingestor and a secret."""
+    """The aiohttp application of the ingress, bound to an ingestor and its secrets."""
 
-    def __init__(self, ingestor: Ingestor, organization_id: str, secret: bytes) -> None:
-        """Accept deliveries for ``organization_id`` authenticated with ``secret``."""
-        if not secret:
+    def __init__(self, ingestor: Ingestor, organization_id: str, secret: bytes | SecretSet) -> None:
+        """Accept deliveries for ``organization_id`` authenticated with ``secret``.
+
+        ``secret`` is one fixed value or a :class:`SecretSet` (current and previous,
+        read again as they change).
+        """
+        if isinstance(secret, SecretSet):
+            self._secrets: Callable[[], tuple[bytes, ...]] = secret.values
+        else:
+            fixed = (secret,)
+            self._secrets = lambda: fixed
+        if not any(self._secrets()):
             raise ValueError("the ingress needs a shared secret (SFE_INGRESS_SECRET)")
         self.ingestor = ingestor
         self.organization_id = organization_id
-        self.secret = secret
+
+    def _accepted(self) -> tuple[bytes, ...]:
+        try:
+            return tuple(value for value in self._secrets() if value)
+        except SecretUnavailable as exc:  # names the variable, never the value
+            log.error("ingress secret unavailable: %s", exc)
+            return ()
+
+    def _authentic(self, check: Callable[[bytes], bool], channel: str) -> bool:
+        # Every candidate is checked (constant-time each), so timing does not reveal which.
+        results = [check(secret) for secret in self._accepted()]
+        if any(results[1:]) and not results[0]:
+            log.info(
+                "delivery authenticated with the previous ingress secret",
+                extra={"channel": channel},
+            )
+        return any(results)
 
     def app(self) -> web.Application:
         """The routes, with a body size limit."""
@@ -160,13 +239,15 @@ class Ingress:
 
     async def outbound_message(self, request: web.Request) -> web.Response:
         """Receive one Salesforce Outbound Message; acknowledge once committed."""
-        token = request.query.get("token", "")
-        if not hmac.compare_digest(token.encode(), self.secret):
+        token = request.query.get("token", "").encode()
+        if not self._authentic(lambda secret: hmac.compare_digest(token, secret), OUTBOUND_CHANNEL):
             return web.Response(status=401, text="missing or wrong token")
         body = await request.read()
         try:
             organization_id, items = parse_outbound_message(body)
-        except UnreadableDelivery as exc:
+            if same_org(self.organization_id, organization_id):
+                self.ingestor.encode_delivery([event for _, event in items])
+        except _UNREADABLE as exc:
             await self.ingestor.dead_letter_delivery(
                 OUTBOUND_CHANNEL, body, str(exc), type(exc).__name__
             )
@@ -181,14 +262,19 @@ class Ingress:
         """Receive one signed JSON delivery; 202 once committed."""
         body = await request.read()
         signature = request.headers.get(SIGNATURE_HEADER, "")
-        if not hmac.compare_digest(signature.encode(), sign(self.secret, body).encode()):
+        given = signature.encode()
+        if not self._authentic(
+            lambda secret: hmac.compare_digest(given, sign(secret, body).encode()), WEBHOOK_CHANNEL
+        ):
             return web.json_response({"error": f"missing or wrong {SIGNATURE_HEADER}"}, status=401)
         try:
-            payload = json.loads(body)
+            payload = load_json(body)
             if not isinstance(payload, Mapping):
                 raise UnreadableDelivery("the body is not a JSON object")
             organization_id, delivery_id, events = parse_webhook(payload)
-        except (UnreadableDelivery, ValueError, RecursionError) as exc:
+            if same_org(self.organization_id, organization_id):
+                self.ingestor.encode_delivery(events)
+        except _UNREADABLE as exc:
             await self.ingestor.dead_letter_delivery(
                 WEBHOOK_CHANNEL, body, str(exc)[:500], type(exc).__name__
             )

@@ -3,20 +3,22 @@
 The HTTP session trusts the configured CA bundle through ``session.verify`` with
 ``trust_env`` off (otherwise ``REQUESTS_CA_BUNDLE`` would silently win), names the
 integration in ``Sforce-Call-Options`` so its own changes are recognisable in CDC
-``changeOrigin``, and logs in again by itself when a token expires
-(``INVALID_SESSION_ID``).
+``changeOrigin``, and takes its access token from a :class:`TokenCache`: renewed before
+the session times out, and again by itself when a call answers ``INVALID_SESSION_ID``.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from simple_salesforce import Salesforce
 
 from sfe.settings import Settings
-from streams.salesforce.auth import SalesforceAuthConfig, login
+from streams.salesforce.auth import SalesforceAuthConfig, TokenCache
 
 
 def auth_config(settings: Settings, refresh_token: str | None = None) -> SalesforceAuthConfig:
@@ -36,6 +38,8 @@ def auth_config(settings: Settings, refresh_token: str | None = None) -> Salesfo
         refresh_token=refresh_token,
         ca_bundle=settings.sf_ca_bundle,
         call_options_client=settings.sf_call_options_client,
+        auth_flow=settings.sf_auth_flow,
+        session_seconds=settings.sf_session_seconds,
     )
 
 
@@ -50,21 +54,61 @@ def http_session(config: SalesforceAuthConfig) -> requests.Session:
     return session
 
 
-def connect(config: SalesforceAuthConfig, session: requests.Session | None = None) -> Salesforce:
-    """A logged-in simple-salesforce client that re-authenticates on expired sessions."""
-    session = session or http_session(config)
-    credentials = login(config, session)
-    client = Salesforce(
-        instance_url=credentials.instance_url,
-        session_id=credentials.access_token,
-        version=config.api_version,
-        session=session,
-    )
-    # simple-salesforce calls this hook when a response says INVALID_SESSION_ID.
-    client._salesforce_login_partial = partial(_relogin, config, session)
-    return client
+class RefreshingSalesforce(Salesforce):
+    """A simple-salesforce client whose session id always comes from a :class:`TokenCache`.
+
+    Every read of ``session_id`` (the REST calls, ``sf.<Object>``, ``sf.bulk2``) asks the
+    cache, which renews an expiring token first. When a call answers
+    ``INVALID_SESSION_ID``, simple-salesforce calls ``_refresh_session``: the token this
+    thread last used is invalidated, so threads sharing the client log in once.
+    """
+
+    def __init__(self, tokens: TokenCache, **kwargs: Any) -> None:
+        """A client over ``tokens``; ``kwargs`` go to :class:`simple_salesforce.Salesforce`."""
+        self.tokens = tokens
+        self._used = threading.local()
+        self._headers: dict[str, str] = {}
+        credentials = tokens.credentials()
+        super().__init__(
+            instance_url=credentials.instance_url,
+            session_id=credentials.access_token,
+            session=tokens.session,
+            **kwargs,
+        )
+        self._salesforce_login_partial = partial(self._relogin)
+
+    def __repr__(self) -> str:
+        return f"RefreshingSalesforce({self.sf_instance!r})"
+
+    @property
+    def session_id(self) -> str:
+        """The current access token (renewed first when it is about to expire)."""
+        token = self.tokens.credentials().access_token
+        self._used.token = token
+        return token
+
+    @session_id.setter
+    def session_id(self, value: str) -> None:
+        # simple-salesforce assigns it; the cache stays the source of truth.
+        pass
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The REST headers with the current token."""
+        return {**self._headers, "Authorization": "Bearer " + self.session_id}
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self._headers = {k: v for k, v in value.items() if k != "Authorization"}
+
+    def _relogin(self) -> tuple[str, str]:
+        fresh = self.tokens.invalidate(getattr(self._used, "token", None))
+        return fresh.access_token, urlsplit(fresh.instance_url).netloc
 
 
-def _relogin(config: SalesforceAuthConfig, session: requests.Session) -> tuple[str, str]:
-    fresh = login(config, session)
-    return fresh.access_token, urlsplit(fresh.instance_url).netloc
+def connect(
+    config: SalesforceAuthConfig, session: requests.Session | None = None
+) -> RefreshingSalesforce:
+    """A logged-in simple-salesforce client that renews its token before and after expiry."""
+    tokens = TokenCache(config, session or http_session(config))
+    return RefreshingSalesforce(tokens, version=config.api_version)
