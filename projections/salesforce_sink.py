@@ -8,7 +8,9 @@ does not already hold the value are written, through sObject Collections
 (:mod:`projections.salesforce.bulk`). After
 Salesforce answered, one transaction stores the values written, the handled command
 ids with their outcomes, one ``CommandExecuted`` per command (and a dead letter per
-permanent failure) in an outbox, and the consumed positions. The outbox is then
+permanent failure) in an outbox, one ``salesforce.write`` entry of the audit trail
+(:mod:`sfe.audit`: counts per object and outcome, API calls, command ids) when the
+batch handled any command for the first time, and the consumed positions. The outbox is then
 published to ``command.results`` and ``dlq.salesforce`` and emptied; a crash between
 the two leaves the events in the outbox for the next start, under the same ids.
 
@@ -24,6 +26,7 @@ A command seen before is answered from memory without a call: ``ALREADY_APPLIED`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -51,12 +54,56 @@ from schema_registry.events import (
     SalesforceWriteRequested,
 )
 from schema_registry.ids import derived_event_id
-from sfe import metrics
+from sfe import audit, metrics
 
 log = logging.getLogger(__name__)
 
 AGENT = "projections.salesforce_sink"
 COMMANDS, RESULTS, DLQ = "commands.salesforce", "command.results", "dlq.salesforce"
+#: Audit action of a batch that handled commands (one entry per batch, see :mod:`sfe.audit`).
+AUDIT_ACTION = "salesforce.write"
+#: Up to this many command ids are listed in an audit entry; beyond, their count and SHA-256.
+AUDIT_MAX_IDS = 50
+
+
+def audit_details(
+    sink: str,
+    outcomes: Sequence[dict[str, Any]],
+    sobjects: dict[str, str],
+    api_calls: int,
+    field_writes: int,
+    messages: Sequence[Message],
+) -> dict[str, Any]:
+    """A small summary of a batch for the audit trail.
+
+    Counts per object and outcome, the API calls the batch spent, the field writes
+    it planned, the consumed offsets per partition, and the command ids (or, beyond
+    :data:`AUDIT_MAX_IDS`, their count and the SHA-256 of the sorted ids, one per line).
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for row in outcomes:
+        per_object = counts.setdefault(sobjects.get(row["command_id"], "?"), {})
+        per_object[row["outcome"]] = per_object.get(row["outcome"], 0) + 1
+    offsets: dict[str, list[int]] = {}
+    for message in messages:
+        key = f"{message.topic()}[{message.partition()}]"
+        offset = int(message.offset() or 0)
+        low, high = offsets.get(key, [offset, offset])
+        offsets[key] = [min(low, offset), max(high, offset)]
+    ids = sorted(row["command_id"] for row in outcomes)
+    listed: Any = (
+        ids
+        if len(ids) <= AUDIT_MAX_IDS
+        else {"count": len(ids), "sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+    )
+    return {
+        "sink": sink,
+        "outcomes": counts,
+        "api_calls": api_calls,
+        "field_writes": field_writes,
+        "offsets": offsets,
+        "command_ids": listed,
+    }
 
 
 class PermanentFailure(Exception):
@@ -113,10 +160,19 @@ class SalesforceSink:
         self.prefix = codec.topic_prefix
         self.topics: Sequence[str] = [self.prefix + COMMANDS]
         self._outbox = memory.Outbox(self.name, AGENT, codec, RESULTS, DLQ)
+        self.actor = audit.default_actor(f"sfe sink {name}")
+        # Requests of the Salesforce session in the batch in hand (a response hook, as the
+        # budget's): what the audit entry reports as the API calls the batch spent.
+        self._api_calls = 0
+        writer.sf.session.hooks["response"].append(self._count_call)
+
+    def _count_call(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self._api_calls += 1
 
     def project(self, connection: Connection, messages: Sequence[Message]) -> None:
         """Apply ``messages``' commands and stage their results (inside the runner's transaction)."""
         self._outbox = memory.Outbox(self.name, AGENT, self.codec, RESULTS, DLQ)
+        self._api_calls = 0
         sources: dict[str, Message] = {}
         commands: list[SalesforceWriteRequested] = []
         for message in messages:
@@ -183,6 +239,12 @@ class SalesforceSink:
                         for name, value in record.values.items()
                     )
         memory.store(connection, values, outcomes, self._outbox.rows)
+        if outcomes:
+            sobjects = {command.id: command.sobject for command in commands}
+            details = audit_details(
+                self.name, outcomes, sobjects, self._api_calls, batch.writes, messages
+            )
+            audit.record(connection, AUDIT_ACTION, self.name, details, actor=self.actor)
 
     def _call(self, group: Group) -> list[RecordResult]:
         if group.operation is SalesforceOperation.UPDATE:

@@ -18,6 +18,7 @@ from projections.sink_cli import sink as sink_group
 from sfe import __version__
 from sfe import db as database
 from sfe import stack as local_stack
+from sfe.audit_cli import audit_group
 from sfe.logging import configure_logging
 from sfe.settings import Settings, SettingsError, load_settings
 from simulator.cli import sim as sim_group
@@ -200,6 +201,7 @@ main.add_command(sink_group)
 main.add_command(worker_cli.worker)
 main.add_command(worker_cli.churn)
 main.add_command(worker_cli.ecosystem_group)
+main.add_command(audit_group)
 
 
 if __name__ == "__main__":
