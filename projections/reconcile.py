@@ -562,6 +562,8 @@ class Report:
     differences: list[Difference] = field(default_factory=list)
     corrections: list[SalesforceWriteRequested] = field(default_factory=list)
     key: str = ""
+    #: Record ids in the log that are not Salesforce ids: never queried, never corrected.
+    invalid_ids: list[str] = field(default_factory=list)
 
     @property
     def differing_fields(self) -> int:
@@ -646,7 +648,16 @@ def reconcile(
     expectations, ends = read_expectations(
         reader, name, reader.codec.topic_prefix, read_progress, stop
     )
-    scope = expectations.in_scope(since)
+    scope, invalid_ids = [], []
+    for expectation in expectations.in_scope(since):
+        try:
+            checked_record_id(expectation.record_id)
+        except UnsafeQueryValue:
+            invalid_ids.append(expectation.record_id)
+            continue
+        scope.append(expectation)
+    if invalid_ids:
+        log.warning("%d record ids in the log are not Salesforce ids; skipped", len(invalid_ids))
     report = Report(
         name,
         since,
@@ -656,6 +667,7 @@ def reconcile(
         in_scope=len(scope),
         pending=expectations.pending(since),
         key=run_key(name, since, ends),
+        invalid_ids=sorted(invalid_ids),
     )
     report.differences, report.missing, report.compared = compare(
         client, name, scope, compare_progress, stop

@@ -8,6 +8,7 @@ and docs/reconcile.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import threading
@@ -17,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 import click
+from sqlalchemy import create_engine
 
 from projections.reconcile import (
     OBJECTS,
@@ -28,7 +30,9 @@ from projections.reconcile import (
 )
 from projections.replay import Progress
 from schema_registry.codec import Codec
+from sfe import audit
 from sfe.metrics import MetricsServer
+from sfe.settings import Settings
 from streams.ingest.appender import TransactionalAppender
 from streams.ingest.reader import UnsafeQueryValue
 from streams.salesforce.rest import auth_config, connect
@@ -52,6 +56,11 @@ def print_report(report: Report, apply: bool) -> None:
             )
     for record_id in report.missing:
         click.echo(f"MISSING {report.sobject} {record_id}: not in Salesforce (deleted?)")
+    for record_id in report.invalid_ids:
+        click.echo(
+            f"INVALID {report.sobject} {_shown(record_id)}: not a Salesforce id; "
+            "skipped (never queried nor corrected)"
+        )
     window = f" since {report.since.isoformat()}" if report.since else ""
     click.echo(
         f"{report.sobject}{window}: {report.commands:,} commands ({report.rejected:,} rejected), "
@@ -148,4 +157,27 @@ def reconcile_command(
             codec,
         )
         append_corrections(appender, codec, report.corrections)
+        record_apply(settings, report)
     print_report(report, apply)
+
+
+def record_apply(settings: Settings, report: Report) -> None:
+    """Append the applied corrections to the audit trail (:mod:`sfe.audit`)."""
+    ids = sorted(command.id for command in report.corrections)
+    engine = create_engine(settings.sqlalchemy_url())
+    try:
+        with engine.begin() as connection:
+            audit.record(
+                connection,
+                "reconcile.apply",
+                report.sobject,
+                {
+                    "run": report.key,
+                    "since": report.since.isoformat() if report.since else None,
+                    "corrections": len(ids),
+                    "differing_fields": report.differing_fields,
+                    "correction_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+                },
+            )
+    finally:
+        engine.dispose()

@@ -63,7 +63,7 @@ from projections.rebuild_readers import (
 )
 from projections.runner import store_positions, stored_positions
 from schema_registry.wire import SelfDescribingFormat
-from sfe import metrics
+from sfe import audit, metrics
 from streams.topic_admin import while_leaders_settle
 
 STAGING_SUFFIX = "__rebuild"
@@ -252,8 +252,10 @@ class Rebuild:
         self.progress = progress
         self.resume = resume
         self.discard = discard
-        #: Records the interrupted rebuild had committed when this run resumed it.
+        #: Records the interrupted rebuild had committed when this run resumed it, and
+        #: the records this run copied into the staging tables.
         self.resumed = 0
+        self.consumed = 0
         #: Last offset projected, and next offset to read, per (topic, partition).
         self.positions: Positions = {}
         self.next_offsets: Positions = {}
@@ -286,7 +288,7 @@ class Rebuild:
                 raise RebuildConflict("another rebuild is running; one runs at a time")
             with self.engine.begin() as connection:
                 self._prepare(connection)
-            consumed = self._consume_to_end(stop)
+            consumed = self.consumed = self._consume_to_end(stop)
             started = time.perf_counter()
             with self.engine.begin() as connection:
                 for table in READ_MODELS:
@@ -514,6 +516,18 @@ class Rebuild:
         for table in READ_MODELS:
             _swap(connection, table)
         store_positions(connection, self.projection.name, self.positions)
+        audit.record(
+            connection,
+            "replay.rebuild",
+            self.projection.name,
+            {
+                "from": None if self.start is None else self.start.isoformat(),
+                "records": self.resumed + self.consumed + consumed,
+                "resumed": self.resumed,
+                "caught_up": consumed,
+                "partitions": len(self.positions),
+            },
+        )
         connection.execute(text(f"DELETE FROM {_REBUILDS}"))
         connection.execute(text(f"DELETE FROM {_REBUILD_OFFSETS}"))
         return consumed

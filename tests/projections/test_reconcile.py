@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from confluent_kafka import Producer
 from pydantic import SecretStr
 from simple_salesforce import Salesforce
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 
 from projections.reconcile import AGENT, LogReader, Report, reconcile
 from projections.reconcile_cli import reconcile_command
 from schema_registry.codec import Codec
-from schema_registry.events import CommandOutcome, SalesforceWriteRequested
+from schema_registry.events import CommandExecuted, CommandOutcome, SalesforceWriteRequested
 from schema_registry.ids import derived_event_id
 from sfe import metrics
 from sfe.settings import Settings
@@ -165,6 +166,8 @@ def test_a_score_changed_by_hand_is_reported_and_put_back(
     assert differences_total() - before == 1
     assert len(read(stack, prefix, "commands.salesforce", 41, timeout=5)) == 40  # none appended
 
+    with engine.connect() as connection:
+        audited = connection.execute(text("SELECT coalesce(max(seq), 0) FROM audit_log")).scalar()
     applied = run_cli(settings, "--object", "Lead", "--apply")
     key = applied[-1].split("(run ")[1].rstrip(")")
     assert applied[-1].startswith("1 corrections appended to commands.salesforce")
@@ -179,6 +182,15 @@ def test_a_score_changed_by_hand_is_reported_and_put_back(
         {"AI_Enhanced_Score__c": 27.0},
     )
     assert fix.causation_id == commands[17].id
+    with engine.connect() as connection:
+        entry = connection.execute(
+            text(
+                "SELECT subject, details FROM audit_log "
+                "WHERE action = 'reconcile.apply' AND details->>'run' = :run AND seq > :audited"
+            ),
+            {"run": key, "audited": audited},
+        ).one()
+    assert entry.subject == "Lead" and entry.details["corrections"] == 1
 
     # The normal sink applies the correction (its memory said 27.0 was written).
     used = sim.state.budget.used
@@ -240,3 +252,50 @@ def test_rejected_pending_missing_and_since(
     assert [d.record_id for d in recent.differences] == [kept]
     assert recent.in_scope == 3  # kept, refused, deleted (old is before; late is pending)
     assert recent.corrections[0].id != report.corrections[0].id
+
+
+def test_an_id_that_is_not_a_salesforce_id_is_skipped_and_reported(
+    stack: Settings, engine: Engine, sim: RunningSimulator, prefix: str
+) -> None:
+    sf = connect(sim.client_config())
+    [lead] = create_leads(sf, 1)
+    good = update(lead, {"AI_Enhanced_Score__c": 42.0})
+    send(stack, prefix, [good])
+    with RunningSink(stack, engine, sim, prefix):
+        assert len(results(stack, prefix, 1)) == 1
+    hostile_id = "' OR Id != null --"
+    hostile = update(hostile_id, {"AI_Enhanced_Score__c": 1.0})
+    send(stack, prefix, [hostile])
+    applied = CommandExecuted(
+        id=f"result-of-{hostile.id}",
+        source="projections.salesforce",
+        subject=hostile_id,
+        time=datetime.now(UTC),
+        causation_id=hostile.id,
+        command_type="SalesforceWriteRequested",
+        target=f"Lead/{hostile_id}",
+        outcome=CommandOutcome.APPLIED,
+        operation="UPDATE",
+    )
+    codec = Codec(topic_prefix=prefix)
+    encoded = codec.encode(prefix + "command.results", applied)
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    producer.produce(
+        prefix + "command.results",
+        encoded.value,
+        hostile_id.encode(),
+        headers=list(encoded.headers),
+    )
+    assert producer.flush(30) == 0
+
+    queries_before = len(sim.state.jobs)
+    lines = run_cli(cli_settings(stack, sim, prefix), "--object", "Lead", "--apply")
+    assert f'INVALID Lead "{hostile_id}": not a Salesforce id; skipped' in "\n".join(lines)
+    assert "1 records in scope, 1 compared, 0 differ" in lines[-2]
+    assert lines[-1].startswith("0 corrections appended")
+    queries = [
+        str(job.info["query"])
+        for job in list(sim.state.jobs.values())[queries_before:]
+        if job.kind == "query"
+    ]
+    assert queries and all(hostile_id not in query for query in queries)

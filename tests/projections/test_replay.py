@@ -41,6 +41,7 @@ from schema_registry.events import (
     SalesforceError,
     WorkflowAdvanced,
 )
+from sfe import audit
 from sfe.cli import main
 from tests.projections.test_postgres import (
     RUN,
@@ -129,6 +130,17 @@ def test_drop_the_tables_replay_from_earliest_and_get_the_live_hash(env: Env) ->
             text("SELECT count(*) FROM pg_tables WHERE tablename LIKE '%__rebuild'")
         ).scalar_one()
     assert staging == 0
+    # Both rebuilds are in the audit trail, which verifies.
+    assert (
+        rows(
+            env.engine,
+            "SELECT subject, details->>'records' FROM audit_log "
+            "WHERE action = 'replay.rebuild' ORDER BY seq",
+        )
+        == [(env.name, str(len(items)))] * 2
+    )
+    with env.engine.connect() as connection:
+        assert audit.verify(connection).ok
 
 
 def test_replay_from_a_time_keeps_only_the_later_records(env: Env) -> None:
