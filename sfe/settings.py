@@ -115,6 +115,8 @@ class Settings(BaseSettings):
 
     # The Salesforce org simulator (`sfe sim serve`).
     sim_host: str = "127.0.0.1"
+    # Bearer token of the simulator's admin endpoint /_sim; required to listen beyond loopback.
+    sim_admin_token: Secret | None = None
     sim_port: int = Field(default=8443, ge=0, le=65535)
     sim_sqlite_file: Path | None = None
     sim_jwt_cert_file: Path | None = None

@@ -121,6 +121,7 @@ def start_in_thread(config: SimConfig) -> RunningSimulator:
 
     Port 0 picks a free port.
     """
+    config.check_exposure()
     if config.port == 0:
         config = replace(config, port=free_port(config.host))
     state = build(config)
@@ -147,6 +148,7 @@ def start_in_thread(config: SimConfig) -> RunningSimulator:
 
 async def serve_forever(config: SimConfig, announce: object = print) -> None:
     """Serve until cancelled (``sfe sim serve``); port 0 picks a free port."""
+    config.check_exposure()
     if config.port == 0:
         config = replace(config, port=free_port(config.host))
     state = build(config)

@@ -40,6 +40,9 @@ def config_from(settings: Settings) -> SimConfig:
         daily_api_limit=settings.sim_daily_api_limit,
         event_retention_seconds=settings.sim_event_retention_seconds,
         sqlite_file=settings.sim_sqlite_file,
+        admin_token=(
+            settings.sim_admin_token.get_secret_value() if settings.sim_admin_token else None
+        ),
     )
 
 
@@ -111,9 +114,11 @@ def fault(
                                "entity": entity, "change_type": change_type, "record_ids": list(record_ids)}  # fmt: skip
     if used is not None:
         body["used"] = used
+    headers = {"Authorization": f"Bearer {config.admin_token}"} if config.admin_token else {}
     response = requests.post(
         f"{config.base_url}/_sim/faults",
         json=body,
+        headers=headers,
         verify=str(config.state_dir / "ca.pem"),
         timeout=10,
     )

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,16 @@ class SimConfig:
     long_poll_seconds: float = 110.0
     overflow_threshold: int = 100_000
     bulk_batch_size: int = 200
+    #: Bearer token the admin endpoint ``/_sim`` requires (None: no token, loopback only).
+    admin_token: str | None = None
+
+    def check_exposure(self) -> None:
+        """Refuse to serve ``/_sim`` without a token on anything but loopback."""
+        if self.admin_token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"the simulator would serve its admin endpoint /_sim on {self.host} without "
+                "a token: set SFE_SIM_ADMIN_TOKEN, or keep SFE_SIM_HOST on 127.0.0.1"
+            )
 
     @property
     def base_url(self) -> str:

@@ -1,12 +1,15 @@
 """The admin endpoint ``/_sim``: arm faults, emit gap events, inspect the simulator.
 
 ``POST /_sim/faults`` takes ``{"action": ..., ...}`` with one of the actions of
-:data:`ACTIONS`; ``GET /_sim/status`` reports counters. It is meant for tests and demos
-on loopback and needs no token.
+:data:`ACTIONS`; ``GET /_sim/status`` reports counters. It is meant for tests and demos.
+With ``SFE_SIM_ADMIN_TOKEN`` set, both need ``Authorization: Bearer <token>`` (401
+otherwise); without one the simulator refuses to listen beyond loopback
+(:meth:`SimConfig.check_exposure`).
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -83,8 +86,22 @@ def _gap(state: Simulator, body: dict[str, Any]) -> dict[str, Any]:
     return {"published": change_type, "entity": entity, "recordIds": record_ids}
 
 
+def _authorized(request: web.Request) -> bool:
+    token = sim(request).config.admin_token
+    if token is None:
+        return True
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def _unauthorized() -> web.Response:
+    return reply([{"errorCode": "INVALID_AUTH_HEADER", "message": "admin token required"}], 401)
+
+
 async def faults(request: web.Request) -> web.Response:
     """Apply one admin action."""
+    if not _authorized(request):
+        return _unauthorized()
     body = await request.json()
     try:
         return reply(apply_fault(sim(request), body))
@@ -94,6 +111,8 @@ async def faults(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """Counters for tests and operators."""
+    if not _authorized(request):
+        return _unauthorized()
     state = sim(request)
     return reply(
         {
