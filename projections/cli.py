@@ -35,6 +35,7 @@ from projections.replay import (
 )
 from projections.runner import ProjectionRunner
 from schema_registry.codec import Codec
+from sfe.kafka_security import client_config
 from sfe.metrics import MetricsServer
 from sfe.settings import Settings
 
@@ -75,7 +76,7 @@ def _stop_on_signal() -> Iterator[threading.Event]:
 
 def _parts(settings: Settings, name: str, suffix: str = "") -> tuple[Engine, PostgresProjection]:
     engine = create_engine(settings.sqlalchemy_url(), pool_pre_ping=True)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    producer = Producer({**client_config(settings.kafka_bootstrap), "enable.idempotence": True})
     codec = Codec.from_settings(settings, topic_prefix=settings.topic_prefix)
     return engine, PostgresProjection(codec, producer, name=name, table_suffix=suffix)
 

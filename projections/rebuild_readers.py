@@ -15,11 +15,14 @@ writes one reader's batches in the order they come, so "the first row of an
 they share a key) are exactly those of a single reader.
 
 A reader ignores SIGINT and SIGTERM (the loading process decides when to stop, and
-ends its readers) and exits by itself when the loading process disappears.
+ends its readers) and dies with the loading process, even when that one is killed
+(``PR_SET_PDEATHSIG`` on Linux; elsewhere it exits at its next hand-over).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -27,7 +30,7 @@ import signal
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.queues import Queue
 from queue import Full
@@ -39,6 +42,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import JSONB
 
 from projections.postgres import PostgresProjection, Row, Rows, merge_runs
+from sfe.kafka_security import client_config, use_properties
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +158,10 @@ class ReaderSpec:
     projection_name: str
     table_suffix: str
     schema_registry_url: str | None = None
+    #: The loading process: a reader started after it died exits at once.
+    parent_pid: int = 0
+    #: The loading process's Kafka security properties (:mod:`sfe.kafka_security`).
+    security: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -175,13 +183,17 @@ def run_reader(spec: ReaderSpec, out: Queue[Any]) -> None:
     """Entry point of a reader process: read ``spec``'s partitions, put payloads on ``out``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent = os.getppid()
+    parent = spec.parent_pid
+    _die_with_parent()
+    if os.getppid() != parent:  # the loading process died before the line above took hold
+        return
     cpu, started = time.process_time(), time.perf_counter()
     try:
+        use_properties(spec.security)
         projection = _projection(spec)
         consumer = Consumer(
             {
-                "bootstrap.servers": spec.bootstrap,
+                **client_config(spec.bootstrap),
                 "group.id": f"sfe-replay-{spec.projection_name}-reader",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -204,6 +216,7 @@ def run_reader(spec: ReaderSpec, out: Queue[Any]) -> None:
             consumer.close()
         _put(out, ReaderDone(time.process_time() - cpu, time.perf_counter() - started), parent)
     except _Orphaned:
+        out.cancel_join_thread()  # nobody reads the queue: do not wait to flush it at exit
         return
     except BaseException:
         _put(out, ReaderFailed(traceback.format_exc()), parent)
@@ -223,7 +236,7 @@ def _projection(spec: ReaderSpec) -> PostgresProjection:
 
         client = SchemaRegistryClient({"url": spec.schema_registry_url})
         codec = Codec(ConfluentFormat(client), spec.topic_prefix)
-    producer = Producer({"bootstrap.servers": spec.bootstrap, "enable.idempotence": True})
+    producer = Producer({**client_config(spec.bootstrap), "enable.idempotence": True})
     return PostgresProjection(codec, producer, spec.projection_name, spec.table_suffix)
 
 
@@ -245,6 +258,18 @@ def _poll(
         else:
             raise KafkaException(error)
     return records, newest
+
+
+def _die_with_parent() -> None:
+    """Have Linux kill this process when the loading process dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the orphan check of _put remains
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 class _Orphaned(Exception):

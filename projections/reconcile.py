@@ -72,6 +72,7 @@ from schema_registry.events import (
 )
 from schema_registry.ids import derived_event_id
 from sfe import metrics
+from sfe.kafka_security import client_config
 from streams.ingest.appender import OutboundRecord, TransactionalAppender, message_headers
 from streams.ingest.backfill import typed_value
 from streams.ingest.reader import (
@@ -355,7 +356,7 @@ class LogReader:
         self.undecodable = 0
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": "sfe-reconcile",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",

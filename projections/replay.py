@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import queue
 import re
 import threading
@@ -64,6 +65,7 @@ from projections.rebuild_readers import (
 from projections.runner import store_positions, stored_positions
 from schema_registry.wire import SelfDescribingFormat
 from sfe import audit, metrics
+from sfe.kafka_security import client_config, process_properties
 from streams.topic_admin import while_leaders_settle
 
 STAGING_SUFFIX = "__rebuild"
@@ -263,7 +265,7 @@ class Rebuild:
         self.timings: dict[str, float] = {}
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": f"sfe-replay-{projection.name}-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -448,9 +450,11 @@ class Rebuild:
                 metrics.REPLAY_EVENTS.labels(task=f"replay-{self.projection.name}").inc(item.count)
                 self.progress(self.resumed + consumed, self.resumed + total)
         finally:
+            # A reader ignores SIGTERM (it is for the loading process to decide) and holds
+            # nothing that is not also in the log: a stopped rebuild kills what is left.
             for reader in readers:
                 if reader.is_alive():
-                    reader.terminate()
+                    reader.kill()
             for reader in readers:
                 reader.join(30)
             out.close()
@@ -470,6 +474,8 @@ class Rebuild:
             projection_name=self.projection.name,
             table_suffix=STAGING_SUFFIX,
             schema_registry_url=self.schema_registry_url,
+            parent_pid=os.getpid(),
+            security=process_properties(),
         )
 
     def _advance(self, newest: Positions) -> None:

@@ -72,6 +72,7 @@ from schema_registry.events import (
     RecordChanged,
 )
 from sfe import metrics
+from sfe.kafka_security import client_config
 from sfe.settings import Settings
 from streams.ingest.appender import message_headers
 from streams.topic_admin import TopicAdmin, while_leaders_settle
@@ -563,7 +564,7 @@ def delete_namespace(bootstrap: str, prefix: str) -> list[str]:
         raise RescoreError(
             f"{prefix!r} is not a rescore namespace (expected e.g. rescore.lead-v2.1a2b3c4d.)"
         )
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     names = sorted(t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix))
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():
@@ -661,7 +662,7 @@ class Rescore:
             )
         producer = Producer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **client_config(self.settings.kafka_bootstrap),
                 # One id per run: a resumed run fences a zombie of the interrupted one and
                 # aborts whatever transaction it left open.
                 "transactional.id": f"sfe-rescore-{self.namespace}",
@@ -841,7 +842,7 @@ class Rescore:
     def _consumer(self) -> Consumer:
         return Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **client_config(self.settings.kafka_bootstrap),
                 "group.id": self.group,
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -950,7 +951,7 @@ class Rescore:
 def find_runs(bootstrap: str, live_prefix: str, model: LoadedModel) -> list[str]:
     """Run ids of ``model``'s rescores whose namespace exists under ``live_prefix``."""
     root = live_prefix + namespace_for(model, "").removesuffix(".")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     return sorted(
         {
             topic.removeprefix(root).split(".", 1)[0]

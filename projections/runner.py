@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects.postgresql import insert
 
 from projections.tables import projection_offsets
+from sfe.kafka_security import client_config
 from streams.lag import ConfluentLag
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class ProjectionRunner:
         group = f"sfe-projection-{projection.name}"
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": group,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,

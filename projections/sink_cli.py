@@ -24,6 +24,7 @@ from projections.runner import ProjectionRunner
 from projections.salesforce.writer import ApiBudget, BudgetSettings, CollectionsWriter
 from projections.salesforce_sink import SalesforceSink, run_sink
 from schema_registry.codec import Codec
+from sfe.kafka_security import client_config
 from sfe.metrics import MetricsServer
 from sfe.settings import Settings, SettingsError
 from streams.salesforce.rest import auth_config, connect
@@ -42,7 +43,7 @@ def budget_settings(settings: Settings) -> BudgetSettings:
 def result_producer(settings: Settings) -> Producer:
     """An idempotent producer for results and dead letters."""
     return Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 20}
+        {**client_config(settings.kafka_bootstrap), "enable.idempotence": True, "linger.ms": 20}
     )
 
 

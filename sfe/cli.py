@@ -19,6 +19,7 @@ from sfe import __version__
 from sfe import db as database
 from sfe import stack as local_stack
 from sfe.audit_cli import audit_group
+from sfe.kafka_security import use_for_process
 from sfe.logging import configure_logging
 from sfe.settings import Settings, SettingsError, load_settings
 from simulator.cli import sim as sim_group
@@ -41,6 +42,11 @@ def settings_from(ctx: click.Context) -> Settings:
             click.echo(f"sfe: {exc}", err=True)
             ctx.exit(EXIT_USAGE)
         configure_logging(root.obj.log_level)
+    try:
+        use_for_process(root.obj)  # every Kafka client of this command connects so
+    except SettingsError as exc:
+        click.echo(f"sfe: {exc}", err=True)
+        ctx.exit(EXIT_USAGE)
     return root.obj
 
 

@@ -62,6 +62,43 @@ def kafka_client_config(settings: Settings) -> KafkaConfig:
     return config
 
 
+#: The security properties of this process's clients (:func:`use_for_process`).
+_process_security: KafkaConfig = {}
+
+
+def use_for_process(settings: Settings) -> KafkaConfig:
+    """Make ``settings``' security the one :func:`client_config` adds, for this process.
+
+    Called once at start by the command line (``sfe.cli.settings_from``), which turns a
+    :class:`~sfe.settings.SettingsError` into a message naming the variable. Returns the
+    properties (without ``bootstrap.servers``), e.g. to hand to a child process.
+    """
+    global _process_security
+    config = kafka_client_config(settings)
+    _process_security = {k: v for k, v in config.items() if k != "bootstrap.servers"}
+    return dict(_process_security)
+
+
+def use_properties(properties: KafkaConfig) -> None:
+    """Adopt security properties another process computed (:func:`use_for_process`)."""
+    global _process_security
+    _process_security = dict(properties)
+
+
+def client_config(bootstrap: str) -> KafkaConfig:
+    """``bootstrap.servers`` and this process's security properties, for a new client.
+
+    Every client of the pipeline starts from this (``Producer({**client_config(b),
+    "enable.idempotence": True})``); PLAINTEXT until :func:`use_for_process` says more.
+    """
+    return {**_process_security, "bootstrap.servers": bootstrap}
+
+
+def process_properties() -> KafkaConfig:
+    """The security properties :func:`client_config` adds in this process."""
+    return dict(_process_security)
+
+
 def faust_broker_credentials(settings: Settings) -> CredentialsT | None:
     """The same security for a Faust app (``faust.App(broker_credentials=...)``).
 

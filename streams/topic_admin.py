@@ -26,6 +26,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from sfe.kafka_security import client_config
 from streams.topics import Topic
 
 _RETRY_PAUSE_S = 0.2
@@ -73,7 +74,7 @@ class TopicAdmin:
     """Catalogue topics on one Kafka cluster."""
 
     def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
-        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        self._admin = AdminClient(client_config(bootstrap))
         self._timeout_s = timeout_s
 
     def existing(self) -> dict[str, tuple[int, int]]:

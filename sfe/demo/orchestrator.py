@@ -67,6 +67,7 @@ from sfe.demo.workload import (
     connect_counted,
     seed_org,
 )
+from sfe.kafka_security import client_config
 from sfe.settings import Settings
 from simulator.config import SimConfig
 
@@ -83,6 +84,11 @@ _NOT_INHERITED = (
     "SFE_SF_INTEGRATION_USER_ID",
     "SFE_SF_ORGANIZATION_ID",
     "SFE_SIM_JWT_CERT_FILE",
+    # The demo logs in to its own simulator with the password flow: a flow, password or
+    # client secret file from the user's shell would override its own.
+    "SFE_SF_AUTH_FLOW",
+    "SFE_SF_PASSWORD_FILE",
+    "SFE_SF_CLIENT_SECRET_FILE",
 )
 #: Settings a user exports to reach the demo's org and topics from a shell.
 _EXPORTED = (
@@ -708,7 +714,7 @@ def _delete_topics(bootstrap: str, prefix: str) -> int:
     """Delete every topic under ``prefix`` (the catalogue's and the worker's own)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     names = [name for name in admin.list_topics(timeout=30).topics if name.startswith(prefix)]
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():

@@ -28,6 +28,7 @@ from schema_registry.events import (
     OpportunityInsightsComputed,
     WorkflowAdvanced,
 )
+from sfe.kafka_security import client_config
 from streams.topics import catalogue
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Observer(threading.Thread):
         self.topics = [topic.name for topic in catalogue(prefix)]
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": f"{prefix}sfe.demo.observer.{uuid.uuid4().hex[:8]}",
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",

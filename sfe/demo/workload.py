@@ -41,6 +41,7 @@ from simple_salesforce import Salesforce
 
 from schema_registry.codec import Codec
 from schema_registry.events import UsageSignalReported
+from sfe.kafka_security import client_config
 from simulator import load
 from simulator.config import SimConfig
 from simulator.schema import STAGES
@@ -336,9 +337,7 @@ def usage_signals(
 def append_signals(bootstrap: str, prefix: str, signals: Sequence[UsageSignalReported]) -> None:
     """Append ``signals`` to the prefixed ``usage.signals``, keyed by account."""
     codec = Codec(topic_prefix=prefix)
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True}
-    )
+    producer = Producer({**client_config(bootstrap), "linger.ms": 20, "enable.idempotence": True})
     topic = prefix + USAGE_TOPIC
     for signal in signals:
         encoded = codec.encode(topic, signal)

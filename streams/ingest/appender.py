@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from schema_registry.codec import Codec
 from schema_registry.events import ReplayCheckpointStored
 from schema_registry.ids import derived_event_id
+from sfe.kafka_security import process_properties
 
 
 class AppendFailed(RuntimeError):
@@ -136,6 +137,7 @@ class TransactionalAppender:
         self.timeout_s = timeout_s
         self._producer = Producer(
             {
+                **process_properties(),
                 **self.client_config,
                 "bootstrap.servers": bootstrap,
                 "transactional.id": transactional_id,
@@ -233,6 +235,7 @@ def load_checkpoints(
     """
     consumer = Consumer(
         {
+            **process_properties(),
             **(client_config or {}),
             "bootstrap.servers": bootstrap,
             "group.id": "sfe-ingest-checkpoint-reader",

@@ -61,6 +61,7 @@ from schema_registry.events import (
     UsageSignalReported,
 )
 from sfe import metrics
+from sfe.kafka_security import client_config, faust_broker_credentials
 from sfe.settings import Settings
 from streams.lag import LagPublisher, faust_lags
 from streams.worker.accounts import AccountState, account_batch, upsell_flag_day
@@ -169,7 +170,7 @@ class Emitter:
         self.prefix = prefix
         self.producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "enable.idempotence": True,
                 "linger.ms": 2,
                 "compression.type": "lz4",
@@ -301,7 +302,7 @@ def ensure_internal_topics(settings: Settings) -> None:
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings.kafka_bootstrap))
     name = settings.topic_prefix + TICK_TOPIC
     if name in admin.list_topics(timeout=30).topics:
         return
@@ -333,6 +334,7 @@ def build_worker(
     app = PipelineApp(
         f"{prefix}sfe-worker",
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_broker_credentials(settings),
         store="memory://",
         value_serializer="raw",
         key_serializer="raw",

@@ -46,6 +46,7 @@ from schema_registry.dead_letters import dead_letter
 from schema_registry.errors import UndecodableEvent
 from schema_registry.events import Event, RecordChanged
 from sfe import metrics
+from sfe.kafka_security import client_config
 from streams.ingest.appender import message_headers
 from streams.lag import ConfluentLag
 
@@ -104,7 +105,7 @@ class TransactionalBatchProcessor:
         instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": self.group_id,
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
@@ -120,7 +121,7 @@ class TransactionalBatchProcessor:
         )
         self.producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "transactional.id": f"{self.group_id}.{instance}",
                 "linger.ms": 5,
                 "batch.num.messages": 10_000,

@@ -33,6 +33,7 @@ from schema_registry.events import (
     UpsellCandidateFlagged,
     UsageSignalReported,
 )
+from sfe.kafka_security import client_config
 from sfe.metrics import MetricsServer
 from sfe.settings import Settings
 from simulator import ecosystem
@@ -133,7 +134,7 @@ def read_to_end(settings: Settings, topics: Sequence[str]) -> list[Consumed]:
     codec = Codec.from_settings(settings, prefix)
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings.kafka_bootstrap),
             "group.id": f"{prefix}sfe.churn-run.{uuid.uuid4()}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
@@ -201,7 +202,7 @@ def append_transactionally(settings: Settings, emissions: Sequence[Emission]) ->
     codec = Codec.from_settings(settings, prefix)
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings.kafka_bootstrap),
             "transactional.id": f"{prefix}sfe.churn-run",
             "linger.ms": 10,
         }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -193,6 +196,7 @@ def test_an_interrupted_replay_leaves_the_live_tables_alone(env: Env) -> None:
     with pytest.raises(ReplayInterrupted):
         Rebuild(env.engine, env.settings.kafka_bootstrap, projection).run(stop)
     assert sfe(env, "projection", "hash") == before
+    assert not readers_alive(), "a stopped rebuild leaves no reader process behind"
     with env.engine.connect() as connection:
         pending = pending_rebuild(connection)
     assert pending is not None and (pending.projection, pending.records) == (env.name, 0)
@@ -216,6 +220,7 @@ def test_an_interrupted_replay_resumes_after_its_last_committed_batch(env: Env) 
     )
     with pytest.raises(ReplayInterrupted):
         first.run(stop)
+    assert not readers_alive()
     with env.engine.connect() as connection:
         pending = pending_rebuild(connection)
         staged = sum(
@@ -263,8 +268,15 @@ def test_a_killed_replay_process_resumes_to_the_live_hash(env: Env) -> None:
         for line in process.stderr:  # the first progress line: a batch has committed
             if line.startswith(f"replay-{env.name}: ") and "records" in line:
                 break
+        readers = children(process.pid)
+        assert readers, "the rebuild reads in reader processes"
         process.kill()
         process.wait(30)
+        # The readers die with it, killed as it was.
+        deadline = time.monotonic() + 30
+        while (alive := [pid for pid in readers if running(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive, f"reader processes {alive} outlived the killed rebuild"
     finally:
         if process.poll() is None:
             process.kill()
@@ -276,6 +288,28 @@ def test_a_killed_replay_process_resumes_to_the_live_hash(env: Env) -> None:
     assert printed == live
     assert f"{len(items):,} records ({pending.records:,} of them before the resume)" in progress
     assert recorded(env) == len(items)
+
+
+def readers_alive() -> list[str]:
+    """The rebuild reader processes of this process still running."""
+    return [p.name for p in multiprocessing.active_children() if p.name.startswith("rebuild-")]
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux ``/proc``)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
 
 
 def test_restart_discards_the_interrupted_rebuild(env: Env) -> None:

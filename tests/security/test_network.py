@@ -774,3 +774,23 @@ def test_sample_postgres_refuses_plaintext_and_untrusted_servers(
     finally:
         engine.dispose()
     assert "certificate verify failed" in str(rejected.value.orig)
+
+
+def test_a_command_connects_every_client_through_the_settings(
+    secure_broker: SecureBroker,
+) -> None:
+    # `sfe topics ensure` builds its admin client from the process's security settings,
+    # as every other command's clients are built (sfe.kafka_security.client_config).
+    from click.testing import CliRunner
+
+    from sfe import kafka_security
+    from sfe.cli import main
+
+    settings = secure_broker.settings.model_copy(update={"topic_prefix": "cli-net."})
+    try:
+        outcome = CliRunner().invoke(main, ["topics", "ensure"], obj=settings)
+        assert outcome.exit_code == 0, outcome.output
+    finally:
+        kafka_security.use_properties({})  # later tests in this process use PLAINTEXT
+    topics = AdminClient(kafka_client_config(settings)).list_topics(timeout=30).topics
+    assert "cli-net.decisions.leads" in topics and "cli-net.commands.salesforce" in topics
