@@ -205,7 +205,7 @@ def run_reader(spec: ReaderSpec, out: Queue[Any]) -> None:
             consumer.assign([Partition(t, p, o) for t, p, o in spec.partitions])
             pending = {(t, p) for t, p, _ in spec.partitions}
             while pending:
-                records, newest = _poll(consumer, spec.batch_size, pending)
+                records, newest = poll(consumer, spec.batch_size, pending)
                 if not records:
                     continue
                 rows = projection.rows(records)
@@ -240,9 +240,13 @@ def _projection(spec: ReaderSpec) -> PostgresProjection:
     return PostgresProjection(codec, producer, spec.projection_name, spec.table_suffix)
 
 
-def _poll(
+def poll(
     consumer: Consumer, batch_size: int, pending: set[tuple[str, int]]
 ) -> tuple[list[Any], Positions]:
+    """Up to ``batch_size`` records, and the highest offset among them per partition.
+
+    A partition at its end is removed from ``pending``; any other error is raised.
+    """
     records = []
     newest: Positions = {}
     for message in consumer.consume(batch_size, 1.0):

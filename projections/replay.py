@@ -47,7 +47,7 @@ from functools import partial
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, Message
 from confluent_kafka import TopicPartition as Partition
 from sqlalchemy import Column, Connection, Engine, MetaData, Table, text
 
@@ -59,6 +59,7 @@ from projections.rebuild_readers import (
     ReaderSpec,
     copy_columns,
     copy_payload,
+    poll,
     run_reader,
     split,
 )
@@ -485,20 +486,7 @@ class Rebuild:
 
     def _poll(self, pending: set[tuple[str, int]]) -> tuple[list[Message], Positions]:
         """The next records of the catch-up, and the highest offset among them per partition."""
-        records = []
-        newest: Positions = {}
-        for message in self._consumer.consume(self.batch_size, 1.0):
-            error = message.error()
-            where = (str(message.topic()), message.partition() or 0)
-            if error is None:
-                records.append(message)
-                offset = message.offset() or 0
-                if offset > newest.get(where, -1):
-                    newest[where] = offset
-            elif error.code() == KafkaError._PARTITION_EOF:
-                pending.discard(where)
-            else:
-                raise KafkaException(error)
+        records, newest = poll(self._consumer, self.batch_size, pending)
         self._advance(newest)
         metrics.REPLAY_EVENTS.labels(task=f"replay-{self.projection.name}").inc(len(records))
         return records, newest

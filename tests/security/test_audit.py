@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -23,22 +22,24 @@ from sfe import audit, db
 from sfe.audit import audit_log
 from sfe.cli import main
 from sfe.settings import Settings
-from simulator.app import RunningSimulator, start_in_thread
-from simulator.config import SimConfig
+from simulator.app import RunningSimulator
 from tests.databases import scratch_database
-from tests.kafka_helpers import catalogue_topics
 from tests.projections.test_salesforce_sink import (
     RunningSink,
     create_leads,
+    prefix,
     results,
     score_commands,
     send,
+    sim,
 )
 from tests.projections.test_salesforce_sink import (
     auth_for as sim_auth,
 )
 
 pytestmark = pytest.mark.integration
+
+__all__ = ["prefix", "sim"]  # the fixtures, shared with the sink's tests
 
 
 @pytest.fixture
@@ -308,19 +309,6 @@ def test_cli_verify_head_list_and_prune(stack: Settings, database: str, engine: 
     broken = runner.invoke(main, ["audit", "verify"], env=env)
     assert broken.exit_code == 1
     assert "audit trail BROKEN at seq 2: content does not match its hash" in broken.output
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[RunningSimulator]:
-    running = start_in_thread(SimConfig(state_dir=tmp_path, port=0))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def prefix(stack: Settings) -> Iterator[str]:
-    with catalogue_topics(stack) as prefix:
-        yield prefix
 
 
 def test_the_sink_appends_one_entry_per_batch_it_handled(
