@@ -130,7 +130,20 @@ def fact_from_change(change: RecordChanged) -> LeadFact | None:
         return None
     if change.header.change_type in (ChangeType.DELETE, ChangeType.GAP_DELETE):
         return None
-    return LeadFact(lead_id=change.subject, fields=dict(change.fields), cause=change)
+    return LeadFact(lead_id=change.subject, fields=flat_name(change.fields), cause=change)
+
+
+def flat_name(fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+    """``fields`` with CDC's compound name parts (``Name.FirstName``) also under their own names.
+
+    Change events nest a Lead's name under ``Name``; snapshots read over REST carry
+    ``FirstName`` and ``LastName`` flat. The flow reads the flat names.
+    """
+    flat = dict(fields)
+    for name, value in fields.items():
+        if name.startswith("Name."):
+            flat.setdefault(name.removeprefix("Name."), value)
+    return flat
 
 
 def fact_from_platform_event(event: PlatformEventPublished) -> LeadFact | None:

@@ -411,7 +411,9 @@ def _rescore(
                     else f"start one with sfe replay --rescore --model {ref}"
                 ),
             )
-    flow = rescore.build_flow(settings, model)
+    from sfe.cli import privacy_from_ctx
+
+    flow = rescore.build_flow(settings, model, privacy_from_ctx(ctx, settings))
     progress = Progress(
         f"rescore-{model.name}-v{model.version}", lambda line: click.echo(line, err=True)
     )

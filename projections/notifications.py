@@ -56,6 +56,8 @@ from schema_registry.events import (
 )
 from schema_registry.ids import derived_event_id
 from sfe import metrics
+from sfe.privacy.cipher import ERASED
+from sfe.privacy.service import Privacy
 from sfe.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,12 @@ class NotificationSink:
         transports: Sequence[Transport],
         policy: RetryPolicy | None = None,
         stop: threading.Event | None = None,
+        *,
+        privacy: Privacy | None = None,
     ) -> None:
+        """Send as sink ``name``; ``privacy`` opens sealed recipients and texts just to send."""
         self.name = name
+        self.privacy = privacy
         self.codec = codec
         self.transports: Mapping[str, Transport] = {t.channel.value: t for t in transports}
         self.policy = policy or RetryPolicy()
@@ -161,6 +167,12 @@ class NotificationSink:
         memory.store(connection, (), outcomes, self._outbox.rows)
 
     def _send(self, command: NotificationRequested) -> DeliveryError | None:
+        if self.privacy is not None:
+            (command,) = self.privacy.unseal([command])
+            if ERASED in (command.recipient, command.title, command.body):
+                return PermanentDelivery(
+                    "SUBJECT_ERASED", "the personal data of the notification was erased"
+                )
         transport = self.transports.get(command.channel.value)
         if transport is None:
             variable = {"SLACK": "SFE_NOTIFY_SLACK_WEBHOOK_URL", "EMAIL": "SFE_NOTIFY_SMTP_HOST"}

@@ -73,6 +73,8 @@ from schema_registry.events import (
 from schema_registry.ids import derived_event_id
 from sfe import metrics
 from sfe.kafka_security import client_config
+from sfe.privacy.cipher import is_sealed
+from sfe.privacy.service import Privacy
 from streams.ingest.appender import OutboundRecord, TransactionalAppender, message_headers
 from streams.ingest.backfill import typed_value
 from streams.ingest.reader import (
@@ -643,8 +645,13 @@ def reconcile(
     read_progress: Progress = _no_progress,
     compare_progress: Progress = _no_progress,
     stop: threading.Event | None = None,
+    privacy: Privacy | None = None,
 ) -> Report:
-    """Compare ``sobject``'s AI fields in Salesforce with the log (nothing is written)."""
+    """Compare ``sobject``'s AI fields in Salesforce with the log (nothing is written).
+
+    With ``privacy``, sealed expected values are opened to be compared (those of erased
+    subjects are not compared) and the corrections are sealed again.
+    """
     name = checked_object_name(sobject)
     expectations, ends = read_expectations(
         reader, name, reader.codec.topic_prefix, read_progress, stop
@@ -659,6 +666,8 @@ def reconcile(
         scope.append(expectation)
     if invalid_ids:
         log.warning("%d record ids in the log are not Salesforce ids; skipped", len(invalid_ids))
+    if privacy is not None:
+        open_expectations(scope, privacy)
     report = Report(
         name,
         since,
@@ -676,4 +685,24 @@ def reconcile(
     metrics.RECONCILE_DIFFERENCES.labels(object=name).inc(report.differing_fields)
     now = datetime.now(UTC)
     report.corrections = [correction(d, report.key, now) for d in report.differences]
+    if privacy is not None:
+        report.corrections = privacy.seal(report.corrections)
     return report
+
+
+def open_expectations(expectations: Sequence[RecordExpectation], privacy: Privacy) -> None:
+    """Open the sealed expected values in place (one key lookup); drop erased subjects' values."""
+    sealed = [
+        (expectation, name, value)
+        for expectation in expectations
+        for name, value in expectation.values.items()
+        if is_sealed(value)
+    ]
+    if not sealed:
+        return
+    opened = privacy.open_values([(name, value) for _, name, value in sealed])
+    for (expectation, name, _), value in zip(sealed, opened, strict=True):
+        if value is None:
+            del expectation.values[name]
+        else:
+            expectation.values[name] = value

@@ -73,6 +73,8 @@ from schema_registry.events import (
 )
 from sfe import metrics
 from sfe.kafka_security import client_config
+from sfe.privacy.cipher import is_sealed
+from sfe.privacy.service import Privacy
 from sfe.settings import Settings
 from streams.ingest.appender import message_headers
 from streams.topic_admin import TopicAdmin, while_leaders_settle
@@ -376,8 +378,9 @@ class RecordedEnrichment:
 
     name = "recorded"
 
-    def __init__(self) -> None:
-        """No answers known yet (see :meth:`record`)."""
+    def __init__(self, privacy: Privacy | None = None) -> None:
+        """No answers known yet (see :meth:`record`); ``privacy`` opens sealed answers."""
+        self.privacy = privacy
         self.answers: dict[str, Answer] = {}
         self.fallback = LocalEnrichment()
         self.pending: list[Answer | None] = []
@@ -390,6 +393,31 @@ class RecordedEnrichment:
     def expect(self, facts: Sequence[lead_qualification.LeadFact]) -> None:
         """Prepare the answers of the next :meth:`enrich` call (``facts``, in order)."""
         self.pending = [self.answers.get(fact.cause.id) for fact in facts]
+        if self.privacy is not None:
+            self.pending = self._opened(self.pending, self.privacy)
+
+    @staticmethod
+    def _opened(answers: list[Answer | None], privacy: Privacy) -> list[Answer | None]:
+        """The answers with sealed values opened in one key lookup; erased values dropped."""
+        sealed = [
+            (position, name, value)
+            for position, answer in enumerate(answers)
+            if answer is not None
+            for name, value in answer.items()
+            if is_sealed(value)
+        ]
+        if not sealed:
+            return answers
+        opened = privacy.open_values([(name, value) for _, name, value in sealed])
+        result = [None if answer is None else dict(answer) for answer in answers]
+        for (position, name, _), value in zip(sealed, opened, strict=True):
+            entry = result[position]
+            assert entry is not None
+            if value is None:
+                entry.pop(name, None)
+            else:
+                entry[name] = str(value)
+        return result
 
     async def enrich(self, leads: Sequence[Lead]) -> list[Answer]:
         """The recorded answers of the expected facts; the local answer where none is."""
@@ -413,11 +441,17 @@ class LeadFlow:
     decision_topic: str = lead_qualification.DECISIONS
     folds: bool = False
 
-    def __init__(self, model: LoadedModel, config: lead_qualification.LeadConfig, triggers: str):
+    def __init__(
+        self,
+        model: LoadedModel,
+        config: lead_qualification.LeadConfig,
+        triggers: str,
+        privacy: Privacy | None = None,
+    ):
         """Decide with ``model`` and ``config`` on the topics ``triggers`` names."""
         self.source_topics: tuple[str, ...] = input_topics(triggers)
-        self.enrichment = RecordedEnrichment()
-        self.handler = LeadQualificationHandler(model, self.enrichment, config)
+        self.enrichment = RecordedEnrichment(privacy)
+        self.handler = LeadQualificationHandler(model, self.enrichment, config, privacy)
         self._loop = asyncio.new_event_loop()
 
     def outcome(self, event: Event) -> Outcome | None:
@@ -579,13 +613,18 @@ def delete_namespace(bootstrap: str, prefix: str) -> list[str]:
     return names
 
 
-def build_flow(settings: Settings, model: LoadedModel) -> LeadFlow | WinFlow:
-    """The flow of ``model`` configured as the live worker configures it."""
+def build_flow(
+    settings: Settings, model: LoadedModel, privacy: Privacy | None = None
+) -> LeadFlow | WinFlow:
+    """The flow of ``model`` configured as the live worker configures it.
+
+    ``privacy`` opens the lead facts' personal values, as the live worker does.
+    """
     from streams.worker.app import Flows  # the worker's settings-to-config mapping
 
     flows = Flows.from_settings(settings)
     if model.name == "lead":
-        return LeadFlow(model, flows.lead, settings.lead_triggers)
+        return LeadFlow(model, flows.lead, settings.lead_triggers, privacy)
     return WinFlow(model, flows.opportunity)
 
 

@@ -55,6 +55,7 @@ from schema_registry.events import (
 )
 from schema_registry.ids import derived_event_id
 from sfe import audit, metrics
+from sfe.privacy.service import Privacy
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +145,17 @@ class SalesforceSink:
         writer: CollectionsWriter,
         create_key_field: str = "SFE_Command_Id__c",
         bulk_threshold: int = 0,
+        privacy: Privacy | None = None,
     ) -> None:
         """Apply commands as sink ``name``.
 
         Creates upsert on ``create_key_field`` if set; updates of ``bulk_threshold``
         records or more (of one object and field set) go through Bulk API 2.0 if it is
-        not 0.
+        not 0. With ``privacy``, sealed values are opened only in the requests to
+        Salesforce: the sink's memory keeps them sealed.
         """
         self.name = name
+        self.privacy = privacy
         self.create_key_field = create_key_field
         self.bulk_threshold = bulk_threshold
         self.bulk = BulkUpdater(writer) if bulk_threshold > 0 else None
@@ -246,17 +250,27 @@ class SalesforceSink:
             )
             audit.record(connection, AUDIT_ACTION, self.name, details, actor=self.actor)
 
+    def _opened(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` with sealed values opened (an erased subject's values: null)."""
+        if self.privacy is None:
+            return rows
+        pairs = [(name, value) for row in rows for name, value in row.items()]
+        values = iter(self.privacy.open_values(pairs))
+        return [{name: next(values) for name in row} for row in rows]
+
     def _call(self, group: Group) -> list[RecordResult]:
         if group.operation is SalesforceOperation.UPDATE:
             rows = [{"Id": record.record_id, **record.values} for record in group.records]
+            rows = self._opened(rows)
             if self.bulk is not None and len(rows) >= self.bulk_threshold:
                 return self._bulk_update(self.bulk, rows, group.sobject)
             return self.writer.update(rows, group.sobject)
         if not self.create_key_field:
-            return self.writer.create([dict(r.values) for r in group.records], group.sobject)
+            creates = self._opened([dict(r.values) for r in group.records])
+            return self.writer.create(creates, group.sobject)
         key = self.create_key_field
         rows = [{**record.values, key: record.commands[0].id} for record in group.records]
-        return self.writer.upsert(rows, group.sobject, key)
+        return self.writer.upsert(self._opened(rows), group.sobject, key)
 
     def _bulk_update(
         self, bulk: BulkUpdater, rows: list[dict[str, Any]], sobject: str

@@ -68,9 +68,10 @@ def sink() -> None:
 @click.pass_context
 def salesforce(ctx: click.Context) -> None:
     """Apply Salesforce field updates and creates from commands.salesforce, frugally."""
-    from sfe.cli import settings_from
+    from sfe.cli import privacy_from_ctx, settings_from
 
     settings = settings_from(ctx)
+    privacy = privacy_from_ctx(ctx, settings)
     stop = _stop_on_signals()
     engine = create_engine(settings.sqlalchemy_url(), pool_pre_ping=True)
     budget = ApiBudget(budget_settings(settings), stop)
@@ -82,6 +83,7 @@ def salesforce(ctx: click.Context) -> None:
         writer,
         create_key_field=settings.sink_create_key_field,
         bulk_threshold=settings.sink_bulk_threshold,
+        privacy=privacy,
     )
     runner = ProjectionRunner(
         settings.kafka_bootstrap, engine, projection, batch_size=settings.sink_batch_size
@@ -109,9 +111,10 @@ def notifications(ctx: click.Context) -> None:
     Off by default: set SFE_NOTIFY_SLACK_WEBHOOK_URL and/or SFE_NOTIFY_SMTP_HOST (with
     SFE_NOTIFY_SMTP_FROM). See docs/notifications.md.
     """
-    from sfe.cli import EXIT_USAGE, settings_from
+    from sfe.cli import EXIT_USAGE, privacy_from_ctx, settings_from
 
     settings = settings_from(ctx)
+    privacy = privacy_from_ctx(ctx, settings)
     try:
         transports = transports_from(settings)
     except SettingsError as exc:
@@ -121,7 +124,9 @@ def notifications(ctx: click.Context) -> None:
     engine = create_engine(settings.sqlalchemy_url(), pool_pre_ping=True)
     codec = Codec.from_settings(settings, topic_prefix=settings.topic_prefix)
     name = settings.notify_sink_name
-    projection = NotificationSink(name, codec, transports, retry_policy(settings), stop)
+    projection = NotificationSink(
+        name, codec, transports, retry_policy(settings), stop, privacy=privacy
+    )
     runner = ProjectionRunner(
         settings.kafka_bootstrap, engine, projection, batch_size=settings.notify_batch_size
     )

@@ -58,6 +58,7 @@ EVENT_TYPES: Mapping[str, type[events.Event]] = {
     value_subject("predictions"): events.PredictionMade,
     value_subject("workflow.events"): events.WorkflowAdvanced,
     value_subject("usage.signals"): events.UsageSignalReported,
+    value_subject("privacy.erasures"): events.SubjectErased,
     value_subject("dlq.ingest"): events.EventDeadLettered,
     value_subject("dlq.salesforce"): events.EventDeadLettered,
     value_subject("dlq.notifications"): events.EventDeadLettered,

@@ -21,6 +21,9 @@ from sfe import stack as local_stack
 from sfe.audit_cli import audit_group
 from sfe.kafka_security import use_for_process
 from sfe.logging import configure_logging
+from sfe.privacy.cli import privacy_group
+from sfe.privacy.service import Privacy
+from sfe.privacy.setup import privacy_from
 from sfe.settings import Settings, SettingsError, load_settings
 from simulator.cli import sim as sim_group
 from streams.cli import topics as topics_group
@@ -48,6 +51,16 @@ def settings_from(ctx: click.Context) -> Settings:
         click.echo(f"sfe: {exc}", err=True)
         ctx.exit(EXIT_USAGE)
     return root.obj
+
+
+def privacy_from_ctx(ctx: click.Context, settings: Settings) -> Privacy | None:
+    """The command's :class:`~sfe.privacy.service.Privacy`; a bad setting exits naming it."""
+    try:
+        return privacy_from(settings)
+    except SettingsError as exc:
+        click.echo(f"sfe: {exc}", err=True)
+        ctx.exit(EXIT_USAGE)
+    return None  # unreachable: ctx.exit raises
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -195,6 +208,7 @@ def demo(
 # Command groups owned by other packages.
 main.add_command(sim_group)
 main.add_command(topics_group)
+main.add_command(privacy_group)
 main.add_command(ingest_command)
 main.add_command(ingress_command)
 main.add_command(backfill_command)

@@ -197,6 +197,17 @@ class Settings(BaseSettings):
     # (default 7 years, leap days included).
     audit_retention_days: int = Field(default=2557, ge=1, le=36_500)
 
+    # Personal data at rest (sfe.privacy, docs/privacy.md): personal fields are sealed with
+    # AES-256-GCM under a key per data subject, the keys wrapped by the master key (base64
+    # of 32 bytes; *_FILE and vault:// work). Unset: the local stack's key file
+    # (<state_dir>/privacy/master.key, made by `sfe stack up`), else processes refuse to start.
+    privacy_encryption: bool = True
+    privacy_master_key: Secret | None = None
+    # Extra personal fields, as Object.Field,Object.Field (custom fields holding personal data).
+    privacy_extra_fields: str = Field(default="", pattern=r"^[A-Za-z0-9_.,\s]*$")
+    # How long a process keeps subject keys: an erasure reaches running processes within it.
+    privacy_key_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+
     # Model registry: ONNX files, manifests and evaluation reports (default: <state_dir>/models).
     model_dir: Path | None = None
 
@@ -360,6 +371,7 @@ _SECRETS_READ_AT_START = (
     "sf_password",
     "notify_slack_webhook_url",
     "notify_smtp_password",
+    "privacy_master_key",
 )
 
 

@@ -268,6 +268,21 @@ CATALOGUE: tuple[Topic, ...] = (
         retention_ms=400 * DAY_MS,
     ),
     Topic(
+        name="privacy.erasures",
+        partitions=1,
+        key="erasure id",
+        description=(
+            "Erasures of data subjects (`sfe privacy erase`): whose keys were destroyed, "
+            "when, by whom and why; no personal data."
+        ),
+        guarantees=(
+            "One record per erasure run, appended after the keys are gone; kept forever, as "
+            "the record that the subjects' values in the log are unreadable on purpose."
+        ),
+        producers="`sfe privacy erase`",
+        consumers="compliance reporting, downstream systems that keep their own copies",
+    ),
+    Topic(
         name="dlq.ingest",
         partitions=1,
         key="the original record's key",

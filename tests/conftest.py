@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from sfe import db
 from sfe import stack as local_stack
+from sfe.privacy.setup import ensure_local_master_key
 from sfe.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -19,6 +21,17 @@ if TYPE_CHECKING:
 
 #: Rows of synthetic training data for the session's small models.
 SMALL_ROWS = 2500
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every process the tests start seals personal data under the local stack's master key.
+
+    Tests give processes their own state directories, which hold no key of their own;
+    the variable points them at the stack's (made here if ``sfe stack up`` has not yet).
+    """
+    if "SFE_PRIVACY_MASTER_KEY" not in os.environ:
+        key_file = ensure_local_master_key(load_settings())
+        os.environ.setdefault("SFE_PRIVACY_MASTER_KEY_FILE", str(key_file))
 
 
 @pytest.fixture(scope="session")

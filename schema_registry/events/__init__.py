@@ -27,6 +27,7 @@ from schema_registry.events.envelope import ENVELOPE_FIELDS, Event, FieldValue
 from schema_registry.events.operations import (
     EventDeadLettered,
     PredictionMade,
+    SubjectErased,
     UsageSignalReported,
     WorkflowAdvanced,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "SalesforceError",
     "SalesforceOperation",
     "SalesforceWriteRequested",
+    "SubjectErased",
     "UpsellCandidateFlagged",
     "UsageSignalReported",
     "WorkflowAdvanced",

@@ -68,3 +68,19 @@ class EventDeadLettered(Event):
     original_headers: Mapping[str, bytes] = field(default_factory=dict)
     reason: str
     error_type: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubjectErased(Event):
+    """A data subject's key was destroyed: its personal values in every topic and table read as erased.
+
+    ``subject`` is the erasure id; ``subjects`` the record ids whose keys went. The
+    request's e-mail address, when it named one, is not recorded.
+    """
+
+    schema_version = 1
+
+    subjects: tuple[str, ...]
+    matched_by: str
+    reason: str
+    requested_by: str

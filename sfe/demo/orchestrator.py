@@ -68,6 +68,7 @@ from sfe.demo.workload import (
     seed_org,
 )
 from sfe.kafka_security import client_config
+from sfe.privacy.setup import ensure_local_master_key
 from sfe.settings import Settings
 from simulator.config import SimConfig
 
@@ -279,6 +280,8 @@ class Demo:
                     self.echo(f"  {status.line()}")
             except local_stack.StackError as exc:
                 raise DemoError(str(exc)) from None
+        if settings.privacy_encryption and settings.privacy_master_key is None:
+            ensure_local_master_key(settings)  # a stack started before it had none
         db.upgrade(settings)
         self.echo(f"database at revision {db.current_revision(settings)}")
 

@@ -7,6 +7,7 @@ and logs live in one folder (``SFE_STATE_DIR``, ``.stack/`` by default).
 
 from __future__ import annotations
 
+from sfe.privacy.setup import ensure_local_master_key
 from sfe.settings import Settings
 from sfe.stack.kafka import KafkaBroker
 from sfe.stack.postgres import PostgresCluster
@@ -32,6 +33,8 @@ def services(settings: Settings) -> list[KafkaBroker | PostgresCluster]:
 def up(settings: Settings) -> list[tuple[ServiceStatus, bool]]:
     """Start every service that is not running; return each status and whether it was started now."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.privacy_encryption and settings.privacy_master_key is None:
+        ensure_local_master_key(settings)
     results = []
     for service in services(settings):
         started = service.start()

@@ -20,6 +20,7 @@ from simple_salesforce import Salesforce
 
 from schema_registry.codec import Codec
 from schema_registry.events import FieldValue, RecordChanged
+from sfe.privacy.service import Privacy
 from streams.ingest.appender import OutboundRecord, TransactionalAppender
 from streams.ingest.events import recovery_cause, snapshot_event
 from streams.ingest.reader import checked_object_name, soql_datetime
@@ -78,24 +79,38 @@ def run_backfill(
     topic_prefix: str = "",
     batch_size: int = 2000,
     progress: Callable[[int], None] | None = None,
+    privacy: Privacy | None = None,
 ) -> int:
-    """Append a snapshot of every matching record; return how many were written."""
+    """Append a snapshot of every matching record; return how many were written.
+
+    With ``privacy``, personal values are sealed (one key store query per batch).
+    """
     cause = backfill_cause(checked_object_name(entity), since, datetime.now(UTC))
     topic = f"{topic_prefix}sf.cdc.{entity}"
     appender.init()
-    batch: list[OutboundRecord] = []
+    batch: list[RecordChanged] = []
     written = 0
+
+    def append(snapshots: list[RecordChanged]) -> int:
+        if privacy is not None:
+            snapshots = privacy.seal(snapshots)
+        records = []
+        for snapshot in snapshots:
+            encoded = codec.encode(topic, snapshot)
+            records.append(
+                OutboundRecord(
+                    topic, snapshot.subject.encode(), encoded.value, tuple(encoded.headers)
+                )
+            )
+        return _append(appender, records, progress, written)
+
     for row in bulk_rows(client, entity, since):
-        snapshot = snapshot_event(cause, str(row["Id"]), row)
-        encoded = codec.encode(topic, snapshot)
-        batch.append(
-            OutboundRecord(topic, snapshot.subject.encode(), encoded.value, tuple(encoded.headers))
-        )
+        batch.append(snapshot_event(cause, str(row["Id"]), row))
         if len(batch) >= batch_size:
-            written += _append(appender, batch, progress, written)
+            written += append(batch)
             batch = []
     if batch:
-        written += _append(appender, batch, progress, written)
+        written += append(batch)
     appender.close()
     return written
 

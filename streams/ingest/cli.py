@@ -12,6 +12,7 @@ from aiosfstream_ng import ReplayOption
 from schema_registry.codec import Codec
 from sfe.kafka_security import kafka_client_config
 from sfe.metrics import MetricsServer
+from sfe.privacy.service import Privacy
 from sfe.secrets import SecretUnavailable
 from sfe.settings import Settings
 from streams.ingest.appender import TransactionalAppender
@@ -31,9 +32,15 @@ CHECKPOINT_TOPIC = "sfe.ingest.checkpoints"
 
 
 def build_ingestor(
-    settings: Settings, transactional_id: str, reader: SalesforceRecordReader | None
+    settings: Settings,
+    transactional_id: str,
+    reader: SalesforceRecordReader | None,
+    privacy: Privacy | None = None,
 ) -> Ingestor:
-    """An ingestor wired from settings: codec, transactional appender, echo policy, topic prefix."""
+    """An ingestor wired from settings: codec, transactional appender, echo policy, topic prefix.
+
+    ``privacy`` seals personal values before they are appended (see sfe.privacy).
+    """
     prefix = settings.topic_prefix
     codec = Codec.from_settings(settings, topic_prefix=prefix)
     appender = TransactionalAppender(
@@ -49,6 +56,7 @@ def build_ingestor(
         EchoPolicy(settings.sf_call_options_client, settings.sf_integration_user_id),
         reader,
         IngestSettings(topic_prefix=prefix),
+        privacy,
     )
 
 
@@ -90,11 +98,14 @@ def ingest(
     transactional_id: str,
 ) -> None:
     """Stream Salesforce CDC and Platform Events into Kafka, exactly once."""
-    from sfe.cli import settings_from
+    from sfe.cli import privacy_from_ctx, settings_from
 
     settings = settings_from(ctx)
+    privacy = privacy_from_ctx(ctx, settings)
     auth = auth_config(settings)
-    ingestor = build_ingestor(settings, transactional_id, SalesforceRecordReader(connect(auth)))
+    ingestor = build_ingestor(
+        settings, transactional_id, SalesforceRecordReader(connect(auth)), privacy
+    )
     stream = StreamSettings(
         channels=channels,
         start_at=ReplayOption.ALL_EVENTS if start_at == "all" else ReplayOption.NEW_EVENTS,
@@ -131,9 +142,10 @@ def backfill(
     ctx: click.Context, entity: str, since: datetime | None, transactional_id: str
 ) -> None:
     """Load an object's records into sf.cdc.<Object> as snapshots (Bulk API 2.0)."""
-    from sfe.cli import settings_from
+    from sfe.cli import privacy_from_ctx, settings_from
 
     settings = settings_from(ctx)
+    privacy = privacy_from_ctx(ctx, settings)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     prefix = settings.topic_prefix
@@ -154,6 +166,7 @@ def backfill(
             since,
             topic_prefix=prefix,
             progress=lambda count: click.echo(f"\r{entity}: {count} records", nl=False, err=True),
+            privacy=privacy,
         )
     except UnsafeQueryValue as exc:
         raise click.BadParameter(str(exc), param_hint="--object") from None
@@ -167,10 +180,11 @@ def ingress(ctx: click.Context, transactional_id: str) -> None:
     """Serve the HTTP ingress: Salesforce Outbound Messages and the signed JSON webhook."""
     from aiohttp import web
 
-    from sfe.cli import settings_from
+    from sfe.cli import privacy_from_ctx, settings_from
     from streams.ingest.ingress import Ingress
 
     settings = settings_from(ctx)
+    privacy = privacy_from_ctx(ctx, settings)
     if not settings.sf_organization_id:
         raise click.UsageError(
             "set SFE_SF_ORGANIZATION_ID to the org whose deliveries are accepted"
@@ -185,7 +199,7 @@ def ingress(ctx: click.Context, transactional_id: str) -> None:
             "set SFE_INGRESS_SECRET (or SFE_INGRESS_SECRET_FILE) to the shared secret "
             "of the ingress"
         )
-    ingestor = build_ingestor(settings, transactional_id, reader=None)
+    ingestor = build_ingestor(settings, transactional_id, reader=None, privacy=privacy)
     ingestor.start()
     application = Ingress(ingestor, settings.sf_organization_id, secrets).app()
     server = MetricsServer(settings.metrics_bind, settings.metrics_port).start()

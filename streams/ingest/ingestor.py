@@ -28,6 +28,7 @@ from schema_registry.events import (
     RecordChanged,
 )
 from sfe import metrics
+from sfe.privacy.service import Privacy
 from streams.ingest.appender import (
     Checkpoint,
     DeliveryWindow,
@@ -97,9 +98,14 @@ class Ingestor:
         echo_policy: EchoPolicy,
         reader: RecordReader | None = None,
         config: IngestSettings | None = None,
+        privacy: Privacy | None = None,
     ) -> None:
-        """Wire the ingestor; call :meth:`start` before handling messages."""
+        """Wire the ingestor; call :meth:`start` before handling messages.
+
+        With ``privacy``, personal values are sealed before anything is appended.
+        """
         self.appender = appender
+        self.privacy = privacy
         self.codec = codec
         self.echo_policy = echo_policy
         self.reader = reader
@@ -139,6 +145,7 @@ class Ingestor:
         try:
             facts = split_message(message, self.echo_policy)
             events, fresh = await self._events_for(facts)
+            events = self._sealed(events)
             encoded = [
                 self._encode_checked(_topic_of(event, self.config.topic_prefix), event)
                 for event in events
@@ -188,8 +195,11 @@ class Ingestor:
         """
         return [
             self._encode_checked(_topic_of(event, self.config.topic_prefix), event)
-            for event in events
+            for event in self._sealed(events)
         ]
+
+    def _sealed(self, events: Sequence[Event]) -> list[Event]:
+        return list(events) if self.privacy is None else self.privacy.seal(events)
 
     async def dead_letter_delivery(
         self, channel: str, raw: bytes, reason: str, error_type: str

@@ -62,6 +62,7 @@ from schema_registry.events import (
 )
 from sfe import metrics
 from sfe.kafka_security import client_config, faust_broker_credentials
+from sfe.privacy.service import Privacy
 from sfe.settings import Settings
 from streams.lag import LagPublisher, faust_lags
 from streams.worker.accounts import AccountState, account_batch, upsell_flag_day
@@ -323,8 +324,12 @@ def build_worker(
     *,
     models: dict[str, LoadedModel] | None = None,
     tick_seconds: float = 5.0,
+    privacy: Privacy | None = None,
 ) -> Worker:
-    """The worker for ``roles``: its Faust app with agents, tables, timers and tasks."""
+    """The worker for ``roles``: its Faust app with agents, tables, timers and tasks.
+
+    ``privacy`` opens the lead path's personal values and seals what it derives from them.
+    """
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
         raise ValueError(f"unknown role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
@@ -365,7 +370,7 @@ def build_worker(
         return app.topic(prefix + name, key_serializer="raw", value_serializer="raw")
 
     if "leads" in roles:
-        _lead_task(worker)
+        _lead_task(worker, privacy)
     if "opportunities" in roles:
         _opportunity_agent(worker, emitter, source)
     if "onboarding" in roles:
@@ -393,12 +398,13 @@ def _lag_timer(worker: Worker, every_seconds: float = 5.0) -> None:
         )
 
 
-def _lead_task(worker: Worker) -> None:
+def _lead_task(worker: Worker, privacy: Privacy | None) -> None:
     settings = worker.settings
     handler = LeadQualificationHandler(
         worker.models["lead"],
         provider_for(settings.enrichment_url, settings.enrichment_timeout_seconds),
         worker.flows.lead,
+        privacy,
     )
     processor = TransactionalBatchProcessor(
         name="leads",

@@ -63,7 +63,7 @@ def worker(ctx: click.Context, roles: tuple[str, ...], metrics_port: int | None)
     """Run the workflow agents until SIGTERM or Ctrl-C."""
     from faust.worker import Worker as FaustWorker
 
-    from sfe.cli import settings_from
+    from sfe.cli import privacy_from_ctx, settings_from
     from streams.worker.app import (
         ROLES,
         DriftReporter,
@@ -84,8 +84,10 @@ def worker(ctx: click.Context, roles: tuple[str, ...], metrics_port: int | None)
         ):
             logging.getLogger(name).setLevel(logging.WARNING)
     chosen = roles or ROLES
+    # Only the lead path reads personal values (sfe.privacy); the other roles never open them.
+    privacy = privacy_from_ctx(ctx, settings) if "leads" in chosen else None
     try:
-        built = build_worker(settings, chosen)
+        built = build_worker(settings, chosen, privacy=privacy)
     except ModelMissing as exc:
         click.echo(f"sfe worker: {exc}", err=True)
         ctx.exit(EXIT_USAGE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import groupby
 
 from agents import lead_qualification as flow
@@ -21,6 +22,7 @@ from agents.scoring import Score, score_records
 from ml.inference import LoadedModel
 from schema_registry.events import LeadRoute, PlatformEventPublished, RecordChanged
 from sfe import metrics
+from sfe.privacy.service import Privacy
 from streams.worker.batch import Consumed
 
 LEAD_TOPIC = "sf.cdc.Lead"
@@ -41,21 +43,33 @@ class LeadQualificationHandler:
     """Turns a batch of consumed lead facts into the flow's emissions."""
 
     def __init__(
-        self, model: LoadedModel, enrichment: EnrichmentProvider, config: flow.LeadConfig
+        self,
+        model: LoadedModel,
+        enrichment: EnrichmentProvider,
+        config: flow.LeadConfig,
+        privacy: Privacy | None = None,
     ) -> None:
+        """With ``privacy``, facts are opened before deciding and emissions sealed after."""
         self.model = model
         self.enrichment = enrichment
         self.config = config
+        self.privacy = privacy
 
     def facts(self, batch: Sequence[Consumed]) -> list[flow.LeadFact]:
-        """The facts of ``batch`` that start a qualification, one per lead, in order."""
+        """The facts of ``batch`` that start a qualification, one per lead, in order.
+
+        Their personal values are opened (values of erased subjects read as absent).
+        """
         found: dict[str, flow.LeadFact] = {}
-        for item in batch:
+        events = [item.event for item in batch]
+        if self.privacy is not None:
+            events = self.privacy.unseal(events)
+        for event in events:
             fact: flow.LeadFact | None = None
-            if isinstance(item.event, RecordChanged):
-                fact = flow.fact_from_change(item.event)
-            elif isinstance(item.event, PlatformEventPublished):
-                fact = flow.fact_from_platform_event(item.event)
+            if isinstance(event, RecordChanged):
+                fact = flow.fact_from_change(event)
+            elif isinstance(event, PlatformEventPublished):
+                fact = flow.fact_from_platform_event(event)
             if fact is None:
                 continue
             known = found.get(fact.lead_id)
@@ -92,4 +106,10 @@ class LeadQualificationHandler:
                 score.probability
             )
             metrics.WORKFLOW_RUNS.labels(flow.WORKFLOW, "completed").inc()
+        if self.privacy is not None:
+            sealed = self.privacy.seal([emission.event for emission in emissions])
+            emissions = [
+                replace(emission, event=event)
+                for emission, event in zip(emissions, sealed, strict=True)
+            ]
         return emissions

@@ -20,6 +20,8 @@ from schema_registry.events import (
     SalesforceWriteRequested,
     WorkflowAdvanced,
 )
+from sfe.privacy.cipher import is_sealed
+from sfe.privacy.setup import privacy_from
 from sfe.settings import Settings
 from tests.ports import free_port
 from tests.workers.support import (
@@ -127,7 +129,13 @@ def test_a_created_lead_gets_its_score_fields_route_and_notifications(
     by_template = {n.template: n for n in notes if isinstance(n, NotificationRequested)}
     assert by_template["high_value_lead"].channel is NotificationChannel.SLACK
     assert by_template["high_value_lead"].recipient == "#high-value-leads"
-    assert by_template["senior_ae_introduction"].recipient == "ada1@engines.example.com"
+    # The address is personal: sealed under the lead's key, it opens to the lead's e-mail.
+    introduction = by_template["senior_ae_introduction"]
+    assert is_sealed(introduction.recipient) and "ada1" not in introduction.recipient
+    privacy = privacy_from(stack.model_copy(update={"topic_prefix": prefix}))
+    assert privacy is not None
+    (opened,) = privacy.unseal([introduction])
+    assert opened.recipient == "ada1@engines.example.com"
     assert by_template["nurture_content_series"].subject == lead_id(2)
     assert by_template["mql_handoff"].subject == lead_id(3)
     assert len(notes) == 4

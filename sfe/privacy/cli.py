@@ -1,0 +1,173 @@
+"""`sfe privacy erase | status`: crypto-shred a data subject, or say whether it still has a key.
+
+``erase --subject <record id | e-mail>`` destroys the subject's key (every subject
+indexed under the address, for an e-mail), appends the erasure to the audit trail in
+the same database transaction, then records a :class:`SubjectErased` event on
+``privacy.erasures``. From then on the subject's personal values read as erased in
+every topic and table, replays included. Running processes drop the key from their
+cache within ``SFE_PRIVACY_KEY_CACHE_SECONDS``. Erasing again is harmless.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import click
+from confluent_kafka import KafkaException, Producer
+from sqlalchemy import Connection, create_engine
+
+from schema_registry.codec import Codec
+from schema_registry.events import SubjectErased
+from sfe import audit
+from sfe.kafka_security import client_config
+from sfe.privacy.keystore import MasterKeyWrapper, PostgresKeyStore, email_digest, index_key_from
+from sfe.privacy.policy import is_record_id
+from sfe.privacy.setup import master_key
+from sfe.settings import Settings, SettingsError
+
+TOPIC = "privacy.erasures"
+AUDIT_ACTION = "privacy.erase"
+SOURCE = "sfe.privacy"
+_SUBJECT_HELP = "a record id (00Q..., 003...) or an e-mail address"
+
+
+def _settings(ctx: click.Context) -> Settings:
+    from sfe.cli import settings_from  # sfe.cli imports this module to register the group
+
+    return settings_from(ctx)
+
+
+def _store(ctx: click.Context, settings: Settings) -> tuple[PostgresKeyStore, bytes]:
+    from sfe.cli import EXIT_USAGE
+
+    try:
+        key = master_key(settings)
+    except SettingsError as exc:
+        click.echo(f"sfe: {exc}", err=True)
+        ctx.exit(EXIT_USAGE)
+    engine = create_engine(settings.sqlalchemy_url())
+    return (
+        PostgresKeyStore(engine, MasterKeyWrapper(key), settings.topic_prefix),
+        index_key_from(key),
+    )
+
+
+def _resolve(
+    ctx: click.Context, store: PostgresKeyStore, index_key: bytes, subject: str
+) -> tuple[list[str], str]:
+    """The record ids ``subject`` names and how it named them (record_id or email)."""
+    subject = subject.strip()
+    if is_record_id(subject):
+        return [subject], "record_id"
+    if "@" in subject:
+        return store.subjects_with_email(email_digest(index_key, subject)), "email"
+    raise click.BadParameter(
+        f"not {_SUBJECT_HELP}; e.g. sfe privacy erase --subject 00Q8d000000001AAA",
+        param_hint="--subject",
+    )
+
+
+@click.group("privacy")
+def privacy_group() -> None:
+    """Personal data at rest: erase a data subject (crypto-shredding), check one."""
+
+
+@privacy_group.command("erase")
+@click.option("--subject", "subject", required=True, help=f"Who to erase: {_SUBJECT_HELP}.")
+@click.option(
+    "--reason",
+    default="erasure request",
+    show_default=True,
+    help="Why (a ticket reference; no personal data): recorded in the audit trail and event.",
+)
+@click.pass_context
+def erase_command(ctx: click.Context, subject: str, reason: str) -> None:
+    """Destroy a subject's key: its personal values become unreadable everywhere."""
+    settings = _settings(ctx)
+    store, index_key = _store(ctx, settings)
+    try:
+        subjects, matched_by = _resolve(ctx, store, index_key, subject)
+        if not subjects:
+            click.echo("no subject is indexed under that address: nothing erased", err=True)
+            ctx.exit(1)
+        erasure_id = str(uuid.uuid4())
+        actor = audit.default_actor()
+
+        def record(connection: Connection, erased: list[str]) -> None:
+            details = {
+                "subjects": subjects,
+                "keys_destroyed": erased,
+                "matched_by": matched_by,
+                "reason": reason,
+            }
+            audit.record(connection, AUDIT_ACTION, erasure_id, details, actor=actor)
+
+        erased = store.erase(subjects, erasure_id, within=record)
+    finally:
+        store.engine.dispose()
+    event = SubjectErased(
+        id=erasure_id,
+        source=SOURCE,
+        subject=erasure_id,
+        time=datetime.now(UTC),
+        subjects=tuple(subjects),
+        matched_by=matched_by,
+        reason=reason,
+        requested_by=actor,
+    )
+    try:
+        _append(settings, event)
+    except KafkaException as exc:
+        raise click.ClickException(
+            f"the keys are destroyed and audited (erasure {erasure_id}), but the event "
+            f"could not be appended to {TOPIC}: {exc}; run the same command again to record it"
+        ) from None
+    already = sorted(set(subjects) - set(erased))
+    click.echo(f"erasure {erasure_id}: {len(subjects)} subject(s) erased")
+    for name in subjects:
+        note = " (had no key left)" if name in already else ""
+        click.echo(f"  {name}{note}")
+
+
+@privacy_group.command("status")
+@click.option("--subject", "subject", required=True, help=f"Who: {_SUBJECT_HELP}.")
+@click.pass_context
+def status_command(ctx: click.Context, subject: str) -> None:
+    """Print each subject's state: key held, erased, or unknown."""
+    settings = _settings(ctx)
+    store, index_key = _store(ctx, settings)
+    try:
+        subjects, _ = _resolve(ctx, store, index_key, subject)
+        keys = store.keys(subjects, create=False)
+    finally:
+        store.engine.dispose()
+    if not subjects:
+        click.echo("no subject is indexed under that address")
+        return
+    for name in subjects:
+        state = "unknown" if name not in keys else "erased" if keys[name] is None else "key held"
+        click.echo(f"{name} {state}")
+
+
+def _append(settings: Settings, event: SubjectErased) -> None:
+    topic = settings.topic_prefix + TOPIC
+    codec = Codec.from_settings(settings, topic_prefix=settings.topic_prefix)
+    encoded = codec.encode(topic, event)
+    producer = Producer({**client_config(settings.kafka_bootstrap), "enable.idempotence": True})
+    failures: list[str] = []
+
+    def delivered(error: object, _message: object) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    producer.produce(
+        topic,
+        key=event.subject.encode(),
+        value=encoded.value,
+        headers=list(encoded.headers),
+        on_delivery=delivered,
+    )
+    left = producer.flush(30)
+    if left or failures:
+        raise KafkaException(failures[0] if failures else "not delivered within 30 s")

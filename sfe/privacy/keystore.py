@@ -1,0 +1,303 @@
+"""Where subject keys live: the :class:`KeyStore` interface and its PostgreSQL implementation.
+
+A key store hands out one 32-byte data key per data subject, creating it on first
+use, and destroys it on erasure. :class:`PostgresKeyStore` keeps the keys in the
+project's database, each wrapped (AES-256-GCM) by a :class:`KeyWrapper`: by default
+:class:`MasterKeyWrapper`, under the master key of ``SFE_PRIVACY_MASTER_KEY``; another
+wrapper (a KMS, Vault's transit engine) plugs in behind the same two methods. An
+erased subject keeps a row without a key (a tombstone): asking for its key again
+returns None instead of making a new one, so nothing of it is sealed readably again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Collection, Iterable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+
+from projections.tables import metadata
+from sfe.privacy.cipher import KEY_BYTES
+
+SUBJECT_LENGTH = 64
+NAMESPACE_LENGTH = 100
+
+subject_keys = Table(
+    "privacy_subject_keys",
+    metadata,
+    Column("namespace", String(NAMESPACE_LENGTH), primary_key=True),
+    Column("subject", String(SUBJECT_LENGTH), primary_key=True),
+    Column("wrapped_key", LargeBinary),
+    Column("wrapped_by", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("erased_at", DateTime(timezone=True)),
+    Column("erasure_id", String(64)),
+    CheckConstraint(
+        "(wrapped_key IS NULL) = (erased_at IS NOT NULL)",
+        name="privacy_subject_keys_erased_means_no_key",
+    ),
+)
+
+subject_emails = Table(
+    "privacy_subject_emails",
+    metadata,
+    Column("namespace", String(NAMESPACE_LENGTH), nullable=False),
+    Column("digest", LargeBinary, nullable=False),
+    Column("subject", String(SUBJECT_LENGTH), nullable=False),
+    PrimaryKeyConstraint("namespace", "digest", "subject", name="privacy_subject_emails_pkey"),
+    Index("privacy_subject_emails_subject", "namespace", "subject"),
+)
+
+
+class KeyStoreError(RuntimeError):
+    """A key cannot be read: wrapped by another master key, or its wrapping was altered."""
+
+
+class KeyWrapper(Protocol):
+    """Encrypts subject keys for storage (a master key here, a KMS or Vault transit elsewhere)."""
+
+    @property
+    def name(self) -> str:
+        """Which key wraps: stored with every wrapped key, checked when unwrapping."""
+        ...
+
+    def wrap(self, subject: str, key: bytes) -> bytes:
+        """``key`` encrypted for storage, bound to ``subject``."""
+        ...
+
+    def unwrap(self, subject: str, wrapped: bytes) -> bytes:
+        """The key :meth:`wrap` returned ``wrapped`` for."""
+        ...
+
+
+class MasterKeyWrapper:
+    """AES-256-GCM under a 32-byte master key, the subject as associated data."""
+
+    def __init__(self, master_key: bytes) -> None:
+        if len(master_key) != KEY_BYTES:
+            raise ValueError(f"the master key has {KEY_BYTES} bytes, not {len(master_key)}")
+        self._aead = AESGCM(master_key)
+        fingerprint = hashlib.sha256(b"sfe-master-key-id" + master_key).hexdigest()[:16]
+        self._name = f"master:{fingerprint}"
+
+    def __repr__(self) -> str:
+        return f"MasterKeyWrapper({self._name})"
+
+    @property
+    def name(self) -> str:
+        """``master:`` and a fingerprint of the master key (not the key)."""
+        return self._name
+
+    def wrap(self, subject: str, key: bytes) -> bytes:
+        """A random nonce followed by the encrypted key."""
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, key, _wrap_context(subject))
+
+    def unwrap(self, subject: str, wrapped: bytes) -> bytes:
+        """The key, or :class:`KeyStoreError` when it was not wrapped under this master key."""
+        try:
+            return self._aead.decrypt(wrapped[:12], wrapped[12:], _wrap_context(subject))
+        except InvalidTag:
+            raise KeyStoreError(f"the key of {subject} does not open under {self._name}") from None
+
+
+class KeyStore(Protocol):
+    """One data key per subject, made on first use and destroyed on erasure."""
+
+    def keys(self, subjects: Collection[str], *, create: bool) -> dict[str, bytes | None]:
+        """The key of each subject: None when erased; made now when absent and ``create``.
+
+        Subjects absent and not created are left out of the answer.
+        """
+        ...
+
+    def index_emails(self, entries: Iterable[tuple[bytes, str]]) -> None:
+        """Remember that each (e-mail digest, subject) pair belongs together."""
+        ...
+
+    def subjects_with_email(self, digest: bytes) -> list[str]:
+        """The subjects an e-mail digest was indexed for."""
+        ...
+
+    def erase(self, subjects: Collection[str], erasure_id: str) -> list[str]:
+        """Destroy the subjects' keys and index entries; return those that still had a key."""
+        ...
+
+
+class PostgresKeyStore:
+    """Subject keys in ``privacy_subject_keys``, wrapped by ``wrapper``.
+
+    ``namespace`` (the topic prefix) separates environments sharing one database: the
+    same record id in two of them has two keys, and erasing it in one leaves the other.
+    """
+
+    def __init__(self, engine: Engine, wrapper: KeyWrapper, namespace: str = "") -> None:
+        self.engine = engine
+        self.wrapper = wrapper
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"PostgresKeyStore(namespace={self.namespace!r}, {self.wrapper!r})"
+
+    def keys(self, subjects: Collection[str], *, create: bool) -> dict[str, bytes | None]:
+        """Read the subjects' keys in one query; make the missing ones in one more."""
+        wanted = sorted(set(subjects))
+        if not wanted:
+            return {}
+        found = self._read(wanted)
+        missing = [subject for subject in wanted if subject not in found]
+        if missing and create:
+            rows = [
+                {
+                    "namespace": self.namespace,
+                    "subject": subject,
+                    "wrapped_key": self.wrapper.wrap(self._context(subject), os.urandom(KEY_BYTES)),
+                    "wrapped_by": self.wrapper.name,
+                }
+                for subject in missing
+            ]
+            with self.engine.begin() as connection:
+                connection.execute(insert(subject_keys).on_conflict_do_nothing(), rows)
+            found.update(self._read(missing))  # another process may have made some first
+        return found
+
+    def index_emails(self, entries: Iterable[tuple[bytes, str]]) -> None:
+        """Insert the pairs not yet indexed (subjects already erased are not indexed)."""
+        rows = [
+            {"namespace": self.namespace, "digest": digest, "subject": subject}
+            for digest, subject in set(entries)
+        ]
+        if not rows:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(insert(subject_emails).on_conflict_do_nothing(), rows)
+
+    def subjects_with_email(self, digest: bytes) -> list[str]:
+        """Subjects indexed under ``digest``."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(subject_emails.c.subject)
+                .where(subject_emails.c.namespace == self.namespace)
+                .where(subject_emails.c.digest == digest)
+                .order_by(subject_emails.c.subject)
+            )
+            return [row.subject for row in rows]
+
+    def erase(
+        self,
+        subjects: Collection[str],
+        erasure_id: str,
+        within: Callable[[Connection, list[str]], None] | None = None,
+    ) -> list[str]:
+        """Tombstone every subject (known or not), drop its index entries, then vacuum.
+
+        ``within`` runs in the same transaction with the subjects that still had a key
+        (the audit entry of the erasure). The vacuum removes the dead row versions that
+        still held the wrapped keys from the table's pages (backups and WAL archives
+        taken before keep them: see docs/privacy.md).
+        """
+        wanted = sorted(set(subjects))
+        if not wanted:
+            return []
+        now = datetime.now(UTC)
+        with self.engine.begin() as connection:
+            erased = [
+                row.subject
+                for row in connection.execute(
+                    update(subject_keys)
+                    .where(subject_keys.c.namespace == self.namespace)
+                    .where(subject_keys.c.subject.in_(wanted))
+                    .where(subject_keys.c.wrapped_key.is_not(None))
+                    .values(wrapped_key=None, erased_at=now, erasure_id=erasure_id)
+                    .returning(subject_keys.c.subject)
+                )
+            ]
+            connection.execute(
+                insert(subject_keys).on_conflict_do_nothing(),
+                [
+                    {
+                        "namespace": self.namespace,
+                        "subject": subject,
+                        "wrapped_key": None,
+                        "wrapped_by": self.wrapper.name,
+                        "erased_at": now,
+                        "erasure_id": erasure_id,
+                    }
+                    for subject in wanted
+                ],
+            )
+            connection.execute(
+                delete(subject_emails)
+                .where(subject_emails.c.namespace == self.namespace)
+                .where(subject_emails.c.subject.in_(wanted))
+            )
+            if within is not None:
+                within(connection, sorted(erased))
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM privacy_subject_keys, privacy_subject_emails"))
+        return sorted(erased)
+
+    def _read(self, subjects: list[str]) -> dict[str, bytes | None]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    subject_keys.c.subject, subject_keys.c.wrapped_key, subject_keys.c.wrapped_by
+                )
+                .where(subject_keys.c.namespace == self.namespace)
+                .where(subject_keys.c.subject.in_(subjects))
+            ).all()
+        found: dict[str, bytes | None] = {}
+        for row in rows:
+            if row.wrapped_key is None:
+                found[row.subject] = None
+                continue
+            if row.wrapped_by != self.wrapper.name:
+                raise KeyStoreError(
+                    f"the key of {row.subject} is wrapped by {row.wrapped_by}, "
+                    f"not by the configured {self.wrapper.name}"
+                )
+            found[row.subject] = self.wrapper.unwrap(
+                self._context(row.subject), bytes(row.wrapped_key)
+            )
+        return found
+
+    def _context(self, subject: str) -> str:
+        """What a wrapped key is bound to: namespace and subject."""
+        return f"{self.namespace}\x00{subject}"
+
+
+def email_digest(index_key: bytes, address: str) -> bytes:
+    """The keyed digest an e-mail address is indexed under (case and spaces ignored)."""
+    return hmac.new(index_key, address.strip().lower().encode(), hashlib.sha256).digest()
+
+
+def index_key_from(master_key: bytes) -> bytes:
+    """The e-mail index key derived from the master key."""
+    return hmac.new(master_key, b"sfe-email-index", hashlib.sha256).digest()
+
+
+def _wrap_context(subject: str) -> bytes:
+    return b"sfe-subject-key\x00" + subject.encode()
