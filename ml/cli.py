@@ -19,6 +19,7 @@ import click
 from ml.errors import MLError
 from ml.registry import Manifest, Registry, parse_ref
 from ml.training.data import TrainingData
+from sfe.audit_cli import record_admin_action
 from sfe.logging import configure_logging
 from sfe.settings import Settings, SettingsError, load_settings
 
@@ -268,6 +269,15 @@ def models_promote(ctx: click.Context, ref: str) -> None:
         f"promoted {manifest.ref} (was {name}:{previous})"
         if previous
         else f"promoted {manifest.ref}"
+    )
+    settings = ctx.find_root().obj
+    assert isinstance(settings, Settings)
+    record_admin_action(
+        ctx,
+        settings,
+        "model.promote",
+        manifest.ref,
+        {"previous": f"{name}:{previous}" if previous else None, "registry": str(registry.root)},
     )
 
 

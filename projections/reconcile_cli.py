@@ -18,7 +18,6 @@ from types import FrameType
 from typing import Any
 
 import click
-from sqlalchemy import create_engine
 
 from projections.reconcile import (
     OBJECTS,
@@ -113,7 +112,7 @@ def reconcile_command(
     transactional_id: str,
 ) -> None:
     """Compare an object's AI fields in Salesforce with the log; --apply corrects them."""
-    from sfe.cli import settings_from
+    from sfe.cli import privacy_from_ctx, settings_from
 
     settings = settings_from(ctx)
     if since is not None and since.tzinfo is None:
@@ -142,6 +141,7 @@ def reconcile_command(
             read_progress=phase_progress(sobject, "log"),
             compare_progress=phase_progress(sobject, "salesforce"),
             stop=stop,
+            privacy=privacy_from_ctx(ctx, settings),
         )
     except ReconcileInterrupted as exc:
         raise click.ClickException(f"{exc}; nothing was written") from None
@@ -164,20 +164,15 @@ def reconcile_command(
 def record_apply(settings: Settings, report: Report) -> None:
     """Append the applied corrections to the audit trail (:mod:`sfe.audit`)."""
     ids = sorted(command.id for command in report.corrections)
-    engine = create_engine(settings.sqlalchemy_url())
-    try:
-        with engine.begin() as connection:
-            audit.record(
-                connection,
-                "reconcile.apply",
-                report.sobject,
-                {
-                    "run": report.key,
-                    "since": report.since.isoformat() if report.since else None,
-                    "corrections": len(ids),
-                    "differing_fields": report.differing_fields,
-                    "correction_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-                },
-            )
-    finally:
-        engine.dispose()
+    audit.record_action(
+        settings.sqlalchemy_url(),
+        "reconcile.apply",
+        report.sobject,
+        {
+            "run": report.key,
+            "since": report.since.isoformat() if report.since else None,
+            "corrections": len(ids),
+            "differing_fields": report.differing_fields,
+            "correction_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        },
+    )

@@ -58,6 +58,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    create_engine,
     delete,
     func,
     select,
@@ -290,6 +291,18 @@ def record(
         .values(seq=seq, hash=digest, updated_at=func.now())
     )
     return AuditEntry(seq, at, who, action, subject, stored, prev_hash, digest)
+
+
+def record_action(
+    database_url: str, action: str, subject: str, details: Mapping[str, Any] | None = None
+) -> AuditEntry:
+    """Append one entry in a transaction of its own (an admin command's action, once done)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            return record(connection, action, subject, details)
+    finally:
+        engine.dispose()
 
 
 def head(connection: Connection) -> tuple[int, str] | None:

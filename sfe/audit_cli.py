@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import click
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from sfe import audit
 from sfe.settings import Settings
@@ -33,6 +35,20 @@ def _engine(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def record_admin_action(
+    ctx: click.Context, settings: Settings, action: str, subject: str, details: dict[str, Any]
+) -> None:
+    """Audit an admin action that took effect; exit 1 saying so when it cannot be recorded."""
+    try:
+        audit.record_action(settings.sqlalchemy_url(), action, subject, details)
+    except SQLAlchemyError as exc:
+        click.echo(
+            f"sfe: {action} took effect but could not be added to the audit trail: {exc}",
+            err=True,
+        )
+        ctx.exit(1)
 
 
 @click.group("audit")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sfe.audit_cli import record_admin_action
 from sfe.settings import Settings
 from streams import topic_docs
 from streams.topic_admin import TopicAdmin, TopicAdminError, TopicState
@@ -75,6 +76,18 @@ def ensure(ctx: click.Context, prefix: str | None, replication_factor: int, fix:
         for drift in report.drift:
             click.echo(f"{'':<32}   {drift}")
     click.echo(", ".join(f"{count} {state}" for state, count in counts.items()))
+    fixed = [r.topic for r in reports if r.state is TopicState.FIXED]
+    if fixed:
+        record_admin_action(
+            ctx,
+            settings,
+            "topics.fix",
+            chosen or "(no prefix)",
+            {
+                "topics": fixed,
+                "drift": {r.topic: [str(d) for d in r.drift] for r in reports if r.topic in fixed},
+            },
+        )
     if counts[TopicState.DRIFT]:
         ctx.exit(EXIT_DRIFT)
 

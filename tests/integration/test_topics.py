@@ -15,9 +15,11 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from sqlalchemy import create_engine
 
 from schema_registry.codec import Codec
 from schema_registry.events import ChangeEventHeader, ChangeType, RecordChanged
+from sfe import audit
 from sfe.cli import main
 from sfe.settings import Settings
 from streams.topic_admin import Drift, TopicAdmin, TopicReport, TopicState
@@ -116,6 +118,22 @@ def test_the_cli_twice_creates_then_reports_no_change(stack: Settings, prefix: s
     second = runner.invoke(main, ["topics", "ensure", "--prefix", prefix])
     assert second.exit_code == 0, second.output
     assert f"0 created, {total} ok, 0 fixed, 0 drift" in second.output
+
+
+def test_the_cli_fix_is_audited(stack: Settings, prefix: str) -> None:
+    raw = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    name = f"{prefix}sfe.ingest.checkpoints"
+    raw.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "delete"})])[name].result(
+        timeout=30
+    )
+    result = CliRunner().invoke(main, ["topics", "ensure", "--prefix", prefix, "--fix"])
+    assert result.exit_code == 0, result.output
+    engine = create_engine(stack.sqlalchemy_url())
+    with engine.connect() as connection:
+        (entry,) = audit.entries(connection, limit=1, action="topics.fix")
+    engine.dispose()
+    assert entry.subject == prefix and entry.details["topics"] == [name]
+    assert entry.details["drift"][name] == ["cleanup.policy: expected compact, found delete"]
 
 
 def test_the_cli_exits_1_on_drift(stack: Settings, prefix: str) -> None:

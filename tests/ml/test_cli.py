@@ -5,10 +5,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine
 
 from ml.registry import Registry
 from ml.training.pipeline import TrainResult
+from sfe import audit
 from sfe.cli import main
+from sfe.settings import Settings
 from tests.ml.helpers import write_churn_export
 
 
@@ -18,7 +21,9 @@ def _sfe(root: Path, *args: str) -> Result:
     )
 
 
-def test_list_show_and_promote(trained: dict[str, TrainResult], registry: Registry) -> None:
+def test_list_show_and_promote(
+    trained: dict[str, TrainResult], registry: Registry, stack: Settings
+) -> None:
     listed = _sfe(registry.root, "models", "list")
     assert listed.exit_code == 0
     for kind in ("churn", "lead", "upsell", "win"):
@@ -31,6 +36,11 @@ def test_list_show_and_promote(trained: dict[str, TrainResult], registry: Regist
     missing = _sfe(registry.root, "models", "promote", "win:7")
     assert missing.exit_code == 1 and "no model win:7" in missing.output
     assert "promoted win:1" in _sfe(registry.root, "models", "promote", "win:1").output
+    engine = create_engine(stack.sqlalchemy_url())
+    with engine.connect() as connection:
+        (entry,) = audit.entries(connection, limit=1, action="model.promote")
+    engine.dispose()
+    assert entry.subject == "win:1" and entry.details["registry"] == str(registry.root)
 
 
 def test_train_score_and_drift_on_an_export(tmp_path: Path) -> None:
