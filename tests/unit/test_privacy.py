@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -274,3 +275,23 @@ def test_open_values_opens_in_one_lookup_and_leaves_plain_values(privacy: Privac
     (sealed,) = privacy.seal([lead_change(FirstName="Ada", LastName="Lovelace")])
     pairs = [("FirstName", sealed.fields["FirstName"]), ("Score", 3.5), ("X", ERASED)]
     assert privacy.open_values(pairs) == ["Ada", 3.5, None]
+
+
+def test_reconcile_compares_opened_values_and_skips_erased_ones(
+    privacy: Privacy, store: MemoryKeys
+) -> None:
+    from projections.reconcile import RecordExpectation, open_expectations
+
+    command = SalesforceWriteRequested(
+        id="c1", source="t", subject=LEAD, time=NOW, operation=SalesforceOperation.UPDATE,
+        sobject="Lead", record_id=LEAD, fields={"Decision_Makers__c": "Ada (CTO)"},
+    )  # fmt: skip
+    other = replace(command, subject=OTHER_LEAD, record_id=OTHER_LEAD)
+    sealed, sealed_other = privacy.seal([command, other])
+    kept = RecordExpectation(LEAD, dict(sealed.fields) | {"AI_Enhanced_Score__c": 80.0})
+    erased = RecordExpectation(OTHER_LEAD, dict(sealed_other.fields))
+    store.erase([OTHER_LEAD], "e")
+    privacy.forget()
+    open_expectations([kept, erased], privacy)
+    assert kept.values == {"Decision_Makers__c": "Ada (CTO)", "AI_Enhanced_Score__c": 80.0}
+    assert erased.values == {}
