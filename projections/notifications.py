@@ -39,6 +39,7 @@ from projections.notify.transport import (
     DeliveryError,
     PermanentDelivery,
     RetryPolicy,
+    TransientDelivery,
     Transport,
     deliver,
 )
@@ -167,12 +168,23 @@ class NotificationSink:
         memory.store(connection, (), outcomes, self._outbox.rows)
 
     def _send(self, command: NotificationRequested) -> DeliveryError | None:
+        personal: list[str] = []
         if self.privacy is not None:
-            (command,) = self.privacy.unseal([command])
-            if ERASED in (command.recipient, command.title, command.body):
+            (opened,) = self.privacy.unseal([command])
+            if ERASED in (opened.recipient, opened.title, opened.body):
                 return PermanentDelivery(
                     "SUBJECT_ERASED", "the personal data of the notification was erased"
                 )
+            personal = [
+                value
+                for value, sealed in zip(
+                    (opened.recipient, opened.title, opened.body),
+                    (command.recipient, command.title, command.body),
+                    strict=True,
+                )
+                if value != sealed
+            ]
+            command = opened
         transport = self.transports.get(command.channel.value)
         if transport is None:
             variable = {"SLACK": "SFE_NOTIFY_SLACK_WEBHOOK_URL", "EMAIL": "SFE_NOTIFY_SMTP_HOST"}
@@ -181,6 +193,8 @@ class NotificationSink:
                 f"no {command.channel.value} transport configured "
                 f"(set {variable.get(command.channel.value, 'a transport')})",
             )
+        if personal:
+            transport = ScrubbingTransport(transport, personal)
         try:
             attempts = deliver(transport, command, self.policy, self.stop)
         except PermanentDelivery as exc:
@@ -194,6 +208,35 @@ class NotificationSink:
             "" if attempts == 1 else "s",
         )
         return None
+
+
+class ScrubbingTransport:
+    """A transport whose errors never quote the notification's personal values.
+
+    A mail server's refusal often quotes the address (``550 <ada@example.org>: no such
+    user``); the error travels to logs, ``dlq.notifications`` and the result event, so
+    the opened personal values are replaced by ``<personal data>`` in it.
+    """
+
+    def __init__(self, inner: Transport, personal: Sequence[str]) -> None:
+        self.inner = inner
+        self.channel = inner.channel
+        self.personal = sorted((p for p in personal if p), key=len, reverse=True)
+
+    def send(self, command: NotificationRequested) -> None:
+        """Send through the inner transport; re-raise its errors scrubbed."""
+        try:
+            self.inner.send(command)
+        except TransientDelivery as exc:
+            raise TransientDelivery(exc.code, self.scrub(exc.message), exc.retry_after) from None
+        except DeliveryError as exc:
+            raise type(exc)(exc.code, self.scrub(exc.message)) from None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every personal value replaced."""
+        for value in self.personal:
+            text = text.replace(value, "<personal data>")
+        return text
 
 
 def run_sink(

@@ -295,3 +295,36 @@ def test_reconcile_compares_opened_values_and_skips_erased_ones(
     open_expectations([kept, erased], privacy)
     assert kept.values == {"Decision_Makers__c": "Ada (CTO)", "AI_Enhanced_Score__c": 80.0}
     assert erased.values == {}
+
+
+def test_delivery_errors_never_quote_the_personal_values() -> None:
+    import threading
+
+    from projections.notifications import ScrubbingTransport
+    from projections.notify.transport import (
+        PermanentDelivery,
+        RetryPolicy,
+        TransientDelivery,
+        deliver,
+    )
+
+    mail = NotificationRequested(
+        id="n1", source="t", subject=LEAD, time=NOW, channel=NotificationChannel.EMAIL,
+        recipient="ada@example.org", template="intro", title="Hello Ada", body="Dear Ada",
+    )  # fmt: skip
+
+    class Refusing:
+        channel = NotificationChannel.EMAIL
+        calls = 0
+
+        def send(self, command: NotificationRequested) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise TransientDelivery("SMTP_451", f"RCPT <{command.recipient}>: try later")
+            raise PermanentDelivery("SMTP_550", f"RCPT <{command.recipient}>: no such user")
+
+    scrubbing = ScrubbingTransport(Refusing(), [mail.recipient, mail.title, mail.body])
+    with pytest.raises(PermanentDelivery) as refused:
+        deliver(scrubbing, mail, RetryPolicy(backoff_base_s=0.01), threading.Event())
+    assert refused.value.message == "RCPT <<personal data>>: no such user"
+    assert "ada" not in str(refused.value)
