@@ -56,6 +56,14 @@ PLATFORM_EVENT_FIELDS = {
     "Company__c": "Company",
     "Source__c": "LeadSource",
 }
+#: The personal fields the flow reads (its features, greetings, decision makers and the
+#: address it writes to): the only ones the worker opens (sfe.privacy).
+PERSONAL_INPUTS = frozenset(
+    {
+        "FirstName", "LastName", "Name.FirstName", "Name.LastName", "Email", "Email__c",
+        "Title", "Country", "Decision_Makers__c",
+    }
+)  # fmt: skip
 EINSTEIN_FIELD = "Einstein_Lead_Score__c"
 SCORE_FIELD = "AI_Enhanced_Score__c"
 _LONG_TEXT = 32_768

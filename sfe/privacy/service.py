@@ -131,11 +131,13 @@ class Privacy:
                 self._indexed.clear()
         return sealed
 
-    def unseal(self, events: Sequence[E]) -> list[E]:
+    def unseal(self, events: Sequence[E], only: Collection[str] | None = None) -> list[E]:
         """The events with sealed values opened; values of erased subjects read as erased.
 
         In a ``fields`` map an erased value reads as None (absent); where text is
-        required (a notification's recipient) it reads as :data:`ERASED`.
+        required (a notification's recipient) it reads as :data:`ERASED`. With ``only``,
+        just those fields of ``fields`` maps are opened and their other sealed values
+        read as None: a reader that needs a few fields pays for those.
         """
         subjects: set[str] = set()
         marked = False
@@ -148,7 +150,8 @@ class Privacy:
         if not subjects and not marked:
             return list(events)
         keys = self.keys(subjects, create=False) if subjects else {}
-        return [self._unseal_event(event, keys) for event in events]
+        wanted = None if only is None else frozenset(only)
+        return [self._unseal_event(event, keys, wanted) for event in events]
 
     def open_values(self, values: Sequence[tuple[str, FieldValue]]) -> list[FieldValue]:
         """Each (field name, value) opened, keys read in one query; erased values: None.
@@ -219,7 +222,12 @@ class Privacy:
             )
         return event
 
-    def _unseal_event(self, event: E, keys: Mapping[str, SubjectKey | None]) -> E:
+    def _unseal_event(
+        self,
+        event: E,
+        keys: Mapping[str, SubjectKey | None],
+        only: frozenset[str] | None = None,
+    ) -> E:
         def key_of(value: str) -> SubjectKey | None:
             return keys.get(parse(value)[0])
 
@@ -228,7 +236,8 @@ class Privacy:
             changed = False
             for name, value in fields.items():
                 if isinstance(value, str) and value.startswith(SEALED_PREFIX):
-                    fields[name] = _open_parsed(keys, name, value)
+                    wanted = only is None or name in only
+                    fields[name] = _open_parsed(keys, name, value) if wanted else None
                     changed = True
                 elif value == ERASED:
                     fields[name] = None

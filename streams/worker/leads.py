@@ -58,12 +58,13 @@ class LeadQualificationHandler:
     def facts(self, batch: Sequence[Consumed]) -> list[flow.LeadFact]:
         """The facts of ``batch`` that start a qualification, one per lead, in order.
 
-        Their personal values are opened (values of erased subjects read as absent).
+        The personal values the flow reads are opened (:data:`flow.PERSONAL_INPUTS`; those
+        of erased subjects read as absent), the others read as absent.
         """
         found: dict[str, flow.LeadFact] = {}
         events = [item.event for item in batch]
         if self.privacy is not None:
-            events = self.privacy.unseal(events)
+            events = self.privacy.unseal(events, only=flow.PERSONAL_INPUTS)
         for event in events:
             fact: flow.LeadFact | None = None
             if isinstance(event, RecordChanged):

@@ -328,3 +328,9 @@ def test_delivery_errors_never_quote_the_personal_values() -> None:
         deliver(scrubbing, mail, RetryPolicy(backoff_base_s=0.01), threading.Event())
     assert refused.value.message == "RCPT <<personal data>>: no such user"
     assert "ada" not in str(refused.value)
+
+
+def test_only_the_fields_asked_for_are_opened(privacy: Privacy) -> None:
+    (sealed,) = privacy.seal([lead_change(FirstName="Ada", Phone="555", Company="Analytical")])
+    (opened,) = privacy.unseal([sealed], only={"FirstName"})
+    assert opened.fields == {"FirstName": "Ada", "Phone": None, "Company": "Analytical"}
