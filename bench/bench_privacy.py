@@ -30,7 +30,6 @@ from schema_registry.events import RecordChanged
 from sfe.privacy.keystore import (
     MasterKeyWrapper,
     PostgresKeyStore,
-    index_key_from,
     subject_emails,
     subject_keys,
 )
@@ -84,13 +83,13 @@ def main() -> None:
     print("| phase | leads | wall s | wall µs/lead | CPU µs/lead |")
     print("|---|---|---|---|---|")
     try:
-        ingest = Privacy(store, index_key=index_key_from(key))
+        ingest = Privacy(store)
         timed(
             "seal (ingest; new subjects)",
             args.leads,
             lambda: [sealed.extend(ingest.seal(b)) for b in batches(events, args.batch)],
         )
-        worker = Privacy(store, index_key=index_key_from(key))
+        worker = Privacy(store)
         opened: list[RecordChanged] = []
         timed(
             "unseal (worker; keys not cached)",

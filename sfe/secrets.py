@@ -141,20 +141,41 @@ class VaultClient:
         remember(token)
         return cls(address, token, env.get("VAULT_CACERT"), env.get("VAULT_NAMESPACE"))
 
-    def read(self, ref: VaultRef) -> str:
-        """The value of ``ref``'s key in the latest version of its KV v2 secret."""
-        url = f"{self.address}/v1/{quote(ref.mount)}/data/{quote(ref.path)}"
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        what: str | None = None,
+    ) -> Any:
+        """The JSON answer of ``method`` on ``/v1/<path>``; :class:`SecretUnavailable` otherwise.
+
+        The error names ``what`` (default: the path) and the HTTP status, never the token
+        or the body.
+        """
+        what = what or path
+        url = f"{self.address}/v1/{path}"
         headers = {"X-Vault-Token": self._token.get_secret_value()}
         if self._namespace:
             headers["X-Vault-Namespace"] = self._namespace
         try:
-            response = self._session.get(url, headers=headers, timeout=self.timeout)
+            response = self._session.request(
+                method, url, headers=headers, json=body, timeout=self.timeout
+            )
         except requests.RequestException as exc:
-            raise SecretUnavailable(f"{ref}: Vault unreachable ({type(exc).__name__})") from None
+            raise SecretUnavailable(f"{what}: Vault unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
-            raise SecretUnavailable(f"{ref}: Vault answered HTTP {response.status_code}")
+            raise SecretUnavailable(f"{what}: Vault answered HTTP {response.status_code}")
         try:
-            data: Any = response.json()["data"]["data"]
+            return response.json()
+        except ValueError:
+            raise SecretUnavailable(f"{what}: Vault's answer is not JSON") from None
+
+    def read(self, ref: VaultRef) -> str:
+        """The value of ``ref``'s key in the latest version of its KV v2 secret."""
+        answer = self.call("GET", f"{quote(ref.mount)}/data/{quote(ref.path)}", what=str(ref))
+        try:
+            data: Any = answer["data"]["data"]
         except (ValueError, KeyError, TypeError):
             raise SecretUnavailable(f"{ref}: not a KV version 2 answer") from None
         if not isinstance(data, dict) or not isinstance(data.get(ref.key), str):

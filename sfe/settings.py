@@ -203,6 +203,11 @@ class Settings(BaseSettings):
     # (<state_dir>/privacy/master.key, made by `sfe stack up`), else processes refuse to start.
     privacy_encryption: bool = True
     privacy_master_key: Secret | None = None
+    # Or wrap the subject keys with a key of Vault's transit engine (VAULT_ADDR, VAULT_TOKEN):
+    # "vault-transit", with the engine's mount and the key's name.
+    privacy_key_wrapper: Literal["master", "vault-transit"] = "master"
+    privacy_vault_transit_mount: str = Field(default="transit", pattern=r"^[A-Za-z0-9_./-]+$")
+    privacy_vault_transit_key: str = Field(default="sfe-privacy", pattern=r"^[A-Za-z0-9_.-]+$")
     # Extra personal fields, as Object.Field,Object.Field (custom fields holding personal data).
     privacy_extra_fields: str = Field(default="", pattern=r"^[A-Za-z0-9_.,\s]*$")
     # How long a process keeps subject keys: an erasure reaches running processes within it.

@@ -21,9 +21,9 @@ from schema_registry.codec import Codec
 from schema_registry.events import SubjectErased
 from sfe import audit
 from sfe.kafka_security import client_config
-from sfe.privacy.keystore import MasterKeyWrapper, PostgresKeyStore, email_digest, index_key_from
+from sfe.privacy.keystore import PostgresKeyStore, email_digest, index_key
 from sfe.privacy.policy import is_record_id
-from sfe.privacy.setup import master_key
+from sfe.privacy.setup import key_store
 from sfe.settings import Settings, SettingsError
 
 TOPIC = "privacy.erasures"
@@ -38,30 +38,24 @@ def _settings(ctx: click.Context) -> Settings:
     return settings_from(ctx)
 
 
-def _store(ctx: click.Context, settings: Settings) -> tuple[PostgresKeyStore, bytes]:
+def _store(ctx: click.Context, settings: Settings) -> PostgresKeyStore:
     from sfe.cli import EXIT_USAGE
 
     try:
-        key = master_key(settings)
+        return key_store(settings, create_engine(settings.sqlalchemy_url()))
     except SettingsError as exc:
         click.echo(f"sfe: {exc}", err=True)
         ctx.exit(EXIT_USAGE)
-    engine = create_engine(settings.sqlalchemy_url())
-    return (
-        PostgresKeyStore(engine, MasterKeyWrapper(key), settings.topic_prefix),
-        index_key_from(key),
-    )
+    raise AssertionError("unreachable: ctx.exit raises")
 
 
-def _resolve(
-    ctx: click.Context, store: PostgresKeyStore, index_key: bytes, subject: str
-) -> tuple[list[str], str]:
+def _resolve(store: PostgresKeyStore, subject: str) -> tuple[list[str], str]:
     """The record ids ``subject`` names and how it named them (record_id or email)."""
     subject = subject.strip()
     if is_record_id(subject):
         return [subject], "record_id"
     if "@" in subject:
-        return store.subjects_with_email(email_digest(index_key, subject)), "email"
+        return store.subjects_with_email(email_digest(index_key(store), subject)), "email"
     raise click.BadParameter(
         f"not {_SUBJECT_HELP}; e.g. sfe privacy erase --subject 00Q8d000000001AAA",
         param_hint="--subject",
@@ -85,9 +79,9 @@ def privacy_group() -> None:
 def erase_command(ctx: click.Context, subject: str, reason: str) -> None:
     """Destroy a subject's key: its personal values become unreadable everywhere."""
     settings = _settings(ctx)
-    store, index_key = _store(ctx, settings)
+    store = _store(ctx, settings)
     try:
-        subjects, matched_by = _resolve(ctx, store, index_key, subject)
+        subjects, matched_by = _resolve(store, subject)
         if not subjects:
             click.echo("no subject is indexed under that address: nothing erased", err=True)
             ctx.exit(1)
@@ -136,9 +130,9 @@ def erase_command(ctx: click.Context, subject: str, reason: str) -> None:
 def status_command(ctx: click.Context, subject: str) -> None:
     """Print each subject's state: key held, erased, or unknown."""
     settings = _settings(ctx)
-    store, index_key = _store(ctx, settings)
+    store = _store(ctx, settings)
     try:
-        subjects, _ = _resolve(ctx, store, index_key, subject)
+        subjects, _ = _resolve(store, subject)
         keys = store.keys(subjects, create=False)
     finally:
         store.engine.dispose()

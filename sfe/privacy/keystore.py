@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -77,19 +77,23 @@ class KeyStoreError(RuntimeError):
 
 
 class KeyWrapper(Protocol):
-    """Encrypts subject keys for storage (a master key here, a KMS or Vault transit elsewhere)."""
+    """Encrypts subject keys for storage (a master key here, a KMS or Vault transit elsewhere).
+
+    ``context`` binds a wrapped key to its namespace and subject: unwrapped under another
+    context it is refused, so a wrapped key copied to another row opens nothing.
+    """
 
     @property
     def name(self) -> str:
         """Which key wraps: stored with every wrapped key, checked when unwrapping."""
         ...
 
-    def wrap(self, subject: str, key: bytes) -> bytes:
-        """``key`` encrypted for storage, bound to ``subject``."""
+    def wrap_many(self, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """Each (context, key) encrypted for storage, in one round trip where it costs one."""
         ...
 
-    def unwrap(self, subject: str, wrapped: bytes) -> bytes:
-        """The key :meth:`wrap` returned ``wrapped`` for."""
+    def unwrap_many(self, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """The keys :meth:`wrap_many` returned each (context, wrapped) for."""
         ...
 
 
@@ -111,17 +115,25 @@ class MasterKeyWrapper:
         """``master:`` and a fingerprint of the master key (not the key)."""
         return self._name
 
-    def wrap(self, subject: str, key: bytes) -> bytes:
-        """A random nonce followed by the encrypted key."""
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, key, _wrap_context(subject))
+    def wrap_many(self, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """A random nonce followed by the encrypted key, the context as associated data."""
+        wrapped = []
+        for context, key in items:
+            nonce = os.urandom(12)
+            wrapped.append(nonce + self._aead.encrypt(nonce, key, _wrap_context(context)))
+        return wrapped
 
-    def unwrap(self, subject: str, wrapped: bytes) -> bytes:
-        """The key, or :class:`KeyStoreError` when it was not wrapped under this master key."""
-        try:
-            return self._aead.decrypt(wrapped[:12], wrapped[12:], _wrap_context(subject))
-        except InvalidTag:
-            raise KeyStoreError(f"the key of {subject} does not open under {self._name}") from None
+    def unwrap_many(self, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """The keys, or :class:`KeyStoreError` for one not wrapped here under its context."""
+        keys = []
+        for context, wrapped in items:
+            try:
+                keys.append(self._aead.decrypt(wrapped[:12], wrapped[12:], _wrap_context(context)))
+            except InvalidTag:
+                raise KeyStoreError(
+                    f"the key of {context!r} does not open under {self._name}"
+                ) from None
+        return keys
 
 
 class KeyStore(Protocol):
@@ -170,18 +182,32 @@ class PostgresKeyStore:
         found = self._read(wanted)
         missing = [subject for subject in wanted if subject not in found]
         if missing and create:
+            fresh = {subject: os.urandom(KEY_BYTES) for subject in missing}
+            wrapped = self.wrapper.wrap_many(
+                [(self._context(subject), key) for subject, key in fresh.items()]
+            )
             rows = [
                 {
                     "namespace": self.namespace,
                     "subject": subject,
-                    "wrapped_key": self.wrapper.wrap(self._context(subject), os.urandom(KEY_BYTES)),
+                    "wrapped_key": key,
                     "wrapped_by": self.wrapper.name,
                 }
-                for subject in missing
+                for subject, key in zip(fresh, wrapped, strict=True)
             ]
             with self.engine.begin() as connection:
-                connection.execute(insert(subject_keys).on_conflict_do_nothing(), rows)
-            found.update(self._read(missing))  # another process may have made some first
+                inserted = set(
+                    connection.execute(
+                        insert(subject_keys)
+                        .on_conflict_do_nothing()
+                        .returning(subject_keys.c.subject),
+                        rows,
+                    ).scalars()
+                )
+            found.update({subject: fresh[subject] for subject in inserted})
+            raced = [subject for subject in missing if subject not in inserted]
+            if raced:  # another process made these first: theirs count
+                found.update(self._read(raced))
         return found
 
     def index_emails(self, entries: Iterable[tuple[bytes, str]]) -> None:
@@ -270,6 +296,7 @@ class PostgresKeyStore:
                 .where(subject_keys.c.subject.in_(subjects))
             ).all()
         found: dict[str, bytes | None] = {}
+        held = []
         for row in rows:
             if row.wrapped_key is None:
                 found[row.subject] = None
@@ -279,9 +306,11 @@ class PostgresKeyStore:
                     f"the key of {row.subject} is wrapped by {row.wrapped_by}, "
                     f"not by the configured {self.wrapper.name}"
                 )
-            found[row.subject] = self.wrapper.unwrap(
-                self._context(row.subject), bytes(row.wrapped_key)
-            )
+            held.append(row)
+        keys = self.wrapper.unwrap_many(
+            [(self._context(row.subject), bytes(row.wrapped_key)) for row in held]
+        )
+        found.update({row.subject: key for row, key in zip(held, keys, strict=True)})
         return found
 
     def _context(self, subject: str) -> str:
@@ -294,9 +323,16 @@ def email_digest(index_key: bytes, address: str) -> bytes:
     return hmac.new(index_key, address.strip().lower().encode(), hashlib.sha256).digest()
 
 
-def index_key_from(master_key: bytes) -> bytes:
-    """The e-mail index key derived from the master key."""
-    return hmac.new(master_key, b"sfe-email-index", hashlib.sha256).digest()
+#: The key store entry holding the e-mail index key (no record id looks like it).
+INDEX_SUBJECT = "sfe:email-index"
+
+
+def index_key(store: KeyStore) -> bytes:
+    """The key e-mail addresses are digested under: a key of the store, made on first use."""
+    key = store.keys([INDEX_SUBJECT], create=True).get(INDEX_SUBJECT)
+    if key is None:
+        raise KeyStoreError("the e-mail index key was destroyed; no address can be looked up")
+    return key
 
 
 def _wrap_context(subject: str) -> bytes:

@@ -28,7 +28,7 @@ from schema_registry.events import (
 from schema_registry.events.envelope import FieldValue
 from sfe.privacy.cipher import ERASED, SealError, SubjectKey, is_sealed, parse
 from sfe.privacy.cipher import PREFIX as SEALED_PREFIX
-from sfe.privacy.keystore import KeyStore, email_digest
+from sfe.privacy.keystore import KeyStore, email_digest, index_key
 from sfe.privacy.policy import (
     EMAIL_FIELDS,
     LEAD_ENRICHMENT_PERSONAL,
@@ -51,7 +51,7 @@ class Privacy:
         self,
         store: KeyStore,
         *,
-        index_key: bytes,
+        index_key: bytes | None = None,
         policy: Policy | None = None,
         cache_seconds: float = 60.0,
         cache_size: int = 200_000,
@@ -103,7 +103,9 @@ class Privacy:
             self._cache.pop(subject, None)
 
     def email_digest(self, address: str) -> bytes:
-        """The digest an e-mail address is indexed under."""
+        """The digest an e-mail address is indexed under (the index key read on first use)."""
+        if self._index_key is None:
+            self._index_key = index_key(self.store)
         return email_digest(self._index_key, address)
 
     # -- events ---------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Building :class:`~sfe.privacy.service.Privacy` from settings, and the local stack's master key."""
+"""Building :class:`~sfe.privacy.service.Privacy` and the key store from settings.
+
+The subject keys are wrapped by the master key (``SFE_PRIVACY_MASTER_KEY``, or the
+local stack's key file) or, with ``SFE_PRIVACY_KEY_WRAPPER=vault-transit``, by a key of
+Vault's transit engine.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine
 
 from sfe.privacy.cipher import KEY_BYTES
-from sfe.privacy.keystore import MasterKeyWrapper, PostgresKeyStore, index_key_from
+from sfe.privacy.keystore import KeyWrapper, MasterKeyWrapper, PostgresKeyStore
 from sfe.privacy.policy import Policy
 from sfe.privacy.service import Privacy
-from sfe.secrets import remember
+from sfe.privacy.vault import VaultTransitWrapper
+from sfe.secrets import SecretUnavailable, VaultClient, remember
 from sfe.settings import Settings, SettingsError
 
 MASTER_KEY_VARIABLE = "SFE_PRIVACY_MASTER_KEY"
@@ -51,20 +57,39 @@ def master_key(settings: Settings) -> bytes:
     return _decode(text, f"{MASTER_KEY_VARIABLE} (from {path})")
 
 
+def key_wrapper(settings: Settings) -> KeyWrapper:
+    """What wraps the subject keys: the master key, or Vault's transit engine."""
+    if settings.privacy_key_wrapper == "vault-transit":
+        try:
+            client = VaultClient.from_env()
+        except SecretUnavailable as exc:
+            raise SettingsError(f"invalid setting SFE_PRIVACY_KEY_WRAPPER: {exc}") from None
+        return VaultTransitWrapper(
+            client, settings.privacy_vault_transit_mount, settings.privacy_vault_transit_key
+        )
+    return MasterKeyWrapper(master_key(settings))
+
+
+def key_store(settings: Settings, engine: Engine | None = None) -> PostgresKeyStore:
+    """The subject keys of this environment (namespace: the topic prefix)."""
+    engine = engine or create_engine(settings.sqlalchemy_url(), pool_pre_ping=True)
+    return PostgresKeyStore(engine, key_wrapper(settings), settings.topic_prefix)
+
+
 def privacy_from(settings: Settings, engine: Engine | None = None) -> Privacy | None:
-    """The process's :class:`Privacy`, or None when ``SFE_PRIVACY_ENCRYPTION`` is off."""
+    """The process's :class:`Privacy`, or None when ``SFE_PRIVACY_ENCRYPTION`` is off.
+
+    Settings are checked now (a bad one raises :class:`SettingsError` naming it); the
+    key store is first read when the first event is sealed or opened.
+    """
     if not settings.privacy_encryption:
         return None
-    key = master_key(settings)
     try:
         policy = Policy.with_extras(settings.privacy_extra_fields)
     except ValueError as exc:
         raise SettingsError(f"invalid setting SFE_PRIVACY_EXTRA_FIELDS: {exc}") from None
-    engine = engine or create_engine(settings.sqlalchemy_url(), pool_pre_ping=True)
-    store = PostgresKeyStore(engine, MasterKeyWrapper(key), settings.topic_prefix)
     return Privacy(
-        store,
-        index_key=index_key_from(key),
+        key_store(settings, engine),
         policy=policy,
         cache_seconds=settings.privacy_key_cache_seconds,
     )

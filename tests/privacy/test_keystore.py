@@ -25,7 +25,7 @@ from sfe.privacy.keystore import (
     MasterKeyWrapper,
     PostgresKeyStore,
     email_digest,
-    index_key_from,
+    index_key,
     subject_keys,
 )
 from sfe.settings import Settings
@@ -85,7 +85,7 @@ def test_namespaces_keep_environments_apart(engine: Engine) -> None:
 def test_erasure_destroys_the_key_for_good_and_drops_the_email_index(engine: Engine) -> None:
     keys = store(engine)
     keys.keys([LEAD, OTHER], create=True)
-    digest = email_digest(index_key_from(MASTER), "ada@example.org")
+    digest = email_digest(index_key(keys), "ada@example.org")
     keys.index_emails([(digest, LEAD), (digest, OTHER)])
     assert keys.subjects_with_email(digest) == [LEAD, OTHER]
     audited: list[list[str]] = []
@@ -178,7 +178,7 @@ def test_erase_by_address_destroys_keys_audits_and_records_an_event(
     prefix = str(cli_env["SFE_TOPIC_PREFIX"])
     keys = store(engine, namespace=prefix)
     keys.keys([LEAD, OTHER], create=True)
-    keys.index_emails([(email_digest(index_key_from(MASTER), "ada@example.org"), LEAD)])
+    keys.index_emails([(email_digest(index_key(keys), "ada@example.org"), LEAD)])
     runner = CliRunner()
     assert runner.invoke(main, ["topics", "ensure"], env=cli_env).exit_code == 0
     result = runner.invoke(
