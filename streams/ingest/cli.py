@@ -103,15 +103,14 @@ def ingest(
     settings = settings_from(ctx)
     privacy = privacy_from_ctx(ctx, settings)
     auth = auth_config(settings)
-    ingestor = build_ingestor(
-        settings, transactional_id, SalesforceRecordReader(connect(auth)), privacy
-    )
+    rest = connect(auth)
+    ingestor = build_ingestor(settings, transactional_id, SalesforceRecordReader(rest), privacy)
     stream = StreamSettings(
         channels=channels,
         start_at=ReplayOption.ALL_EVENTS if start_at == "all" else ReplayOption.NEW_EVENTS,
         expired_policy=ExpiredReplayPolicy(on_expired_replay),
     )
-    service = IngestService(ingestor, auth, stream)
+    service = IngestService(ingestor, auth, stream, tokens=rest.tokens)  # one login for both
     server = MetricsServer(settings.metrics_bind, settings.metrics_port).start()
     click.echo(f"ingesting {', '.join(channels)}; metrics at {server.url}/metrics", err=True)
     try:

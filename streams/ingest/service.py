@@ -33,7 +33,7 @@ from sfe import metrics
 from streams.ingest.appender import AppenderFenced, AppendFailed
 from streams.ingest.changes import CHANGE_EVENT_CHANNEL
 from streams.ingest.ingestor import Ingestor
-from streams.salesforce.auth import SalesforceAuthConfig
+from streams.salesforce.auth import SalesforceAuthConfig, TokenCache
 from streams.salesforce.streaming import StreamingClient
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,17 @@ class IngestService:
     """Keeps the channels subscribed and the ingestor fed until ``stop`` is set."""
 
     def __init__(
-        self, ingestor: Ingestor, auth: SalesforceAuthConfig, config: StreamSettings
+        self,
+        ingestor: Ingestor,
+        auth: SalesforceAuthConfig,
+        config: StreamSettings,
+        tokens: TokenCache | None = None,
     ) -> None:
-        """Wire the service; :meth:`run` starts it."""
+        """Wire the service; :meth:`run` starts it. ``tokens``: the REST client's token cache."""
         self.ingestor = ingestor
         self.auth = auth
         self.config = config
+        self.tokens = tokens
         self.markers: dict[str, ReplayMarker] = {}
         self._expired: set[str] = set()
 
@@ -131,6 +136,7 @@ class IngestService:
             replay=self.markers,
             default_replay=default,
             connection_timeout=self.config.connection_timeout_s,
+            tokens=self.tokens,
         )
         flusher = asyncio.create_task(self._flush_periodically(stop))
         try:

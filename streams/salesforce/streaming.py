@@ -28,7 +28,9 @@ from aiosfstream_ng import Client, ReplayMarker, ReplayOption
 from aiosfstream_ng.auth import AuthenticatorBase
 from aiosfstream_ng.replay import DefaultMappingStorage
 
-from streams.salesforce.auth import SalesforceAuthConfig, token_request
+from sfe.secrets import remember
+from streams.salesforce.auth import SalesforceAuthConfig, TokenCache, token_request
+from streams.salesforce.errors import LoginFailed
 
 COMETD_PATH = "cometd"
 
@@ -42,11 +44,18 @@ def ssl_context(config: SalesforceAuthConfig) -> ssl.SSLContext:
 
 
 class ConfiguredAuthenticator(AuthenticatorBase):
-    """Authenticates with the configured flow (JWT, refresh token or password) and token URL."""
+    """Authenticates with the configured flow (JWT, refresh token or password) and token URL.
 
-    def __init__(self, config: SalesforceAuthConfig) -> None:
+    Given the REST client's :class:`~streams.salesforce.auth.TokenCache`, the streaming
+    connection uses the same token: no login of its own, and a token the server refused
+    is renewed once for both (unless the REST side already has). Without one it logs
+    in by itself. Either way the token is known to the log filter.
+    """
+
+    def __init__(self, config: SalesforceAuthConfig, tokens: TokenCache | None = None) -> None:
         super().__init__()
         self.config = config
+        self.tokens = tokens
         self._ssl = ssl_context(config)
 
     @property
@@ -54,11 +63,30 @@ class ConfiguredAuthenticator(AuthenticatorBase):
         return self.config.token_url
 
     async def _authenticate(self) -> tuple[int, dict[str, Any]]:
+        if self.tokens is not None:
+            return await self._from_cache(self.tokens)
         connector = TCPConnector(ssl=self._ssl)
         async with ClientSession(connector=connector) as session:
             response = await session.post(self._token_url, data=token_request(self.config))
             body: dict[str, Any] = await response.json(loads=self.json_loads)
-            return response.status, body
+        if isinstance(body, dict) and isinstance(body.get("access_token"), str):
+            remember(body["access_token"])
+        return response.status, body
+
+    async def _from_cache(self, tokens: TokenCache) -> tuple[int, dict[str, Any]]:
+        stale = self.access_token  # None at the first authentication, refused afterwards
+        try:
+            if stale is None:
+                credentials = await asyncio.to_thread(tokens.credentials)
+            else:
+                credentials = await asyncio.to_thread(tokens.invalidate, stale)
+        except LoginFailed as exc:
+            return 400, {"error": exc.error, "error_description": exc.description}
+        return 200, {
+            "access_token": credentials.access_token,
+            "instance_url": credentials.instance_url,
+            "token_type": "Bearer",
+        }
 
 
 class StreamingClient(Client):
@@ -76,14 +104,16 @@ class StreamingClient(Client):
         default_replay: ReplayOption = ReplayOption.NEW_EVENTS,
         replay_fallback: ReplayOption | None = None,
         connection_timeout: float = 30.0,
+        tokens: TokenCache | None = None,
     ) -> None:
+        """Stream from the org of ``config``; ``tokens``: share the REST client's token."""
         self.config = config
         self.replay_markers: MutableMapping[str, ReplayMarker] = (
             replay if replay is not None else {}
         )
         storage = DefaultMappingStorage(self.replay_markers, default_replay)
         super().__init__(
-            ConfiguredAuthenticator(config),
+            ConfiguredAuthenticator(config, tokens),
             replay=storage,
             replay_fallback=replay_fallback,
             connection_timeout=connection_timeout,

@@ -10,6 +10,7 @@ DEBUG, and searches all captured output for those values.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -41,6 +42,7 @@ from sfe.secrets import (
     SecretUnavailable,
     VaultClient,
     VaultRef,
+    known_secrets,
     resolve,
 )
 from sfe.settings import Settings, SettingsError, load_settings
@@ -60,6 +62,7 @@ from streams.salesforce.auth import (
 )
 from streams.salesforce.errors import LoginFailed
 from streams.salesforce.rest import RefreshingSalesforce, auth_config, connect, http_session
+from streams.salesforce.streaming import ConfiguredAuthenticator
 from tests.kafka_helpers import catalogue_topics
 
 USERNAME = "integration@sfe.local"
@@ -491,6 +494,24 @@ def test_token_is_renewed_before_the_session_expires(sim: RunningSimulator, key_
     assert tokens.logins == 2
     third = tokens.invalidate(second.access_token)
     assert third.access_token != second.access_token and tokens.logins == 3
+
+
+def test_the_streaming_connection_shares_the_rest_clients_token(
+    sim: RunningSimulator, key_file: Path
+) -> None:
+    config = client_config(sim, private_key_file=key_file)
+    tokens = TokenCache(config, http_session(config))
+    streaming = ConfiguredAuthenticator(config, tokens)
+    asyncio.run(streaming.authenticate())
+    first = tokens.credentials()
+    assert streaming.access_token == first.access_token and tokens.logins == 1
+    asyncio.run(streaming.authenticate())  # the server refused the token: renewed for both
+    assert tokens.logins == 2 and streaming.access_token == tokens.credentials().access_token
+    tokens.invalidate(streaming.access_token)  # the REST side renewed it meanwhile
+    asyncio.run(streaming.authenticate())
+    assert tokens.logins == 3, "a token already renewed by the REST side is taken, not renewed"
+    assert streaming.access_token == tokens.credentials().access_token != first.access_token
+    assert streaming.access_token in known_secrets()
 
 
 def test_client_uses_the_renewed_token_without_a_refused_call(
