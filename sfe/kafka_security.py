@@ -8,7 +8,9 @@ A confluent-kafka client (``Producer``, ``Consumer``, ``AdminClient``) starts fr
 The result holds ``bootstrap.servers`` and ``security.protocol`` and, as the protocol
 needs them, the SASL mechanism and credentials (``SFE_KAFKA_SASL_*``) and the CA bundle
 the brokers' certificates are checked against (``SFE_KAFKA_SSL_CA_LOCATION``; the broker's
-host name is verified too). The Faust worker takes the same settings through
+host name is verified too) and, for mutual TLS, the client's certificate and key
+(``SFE_KAFKA_SSL_CERTIFICATE_LOCATION``, ``SFE_KAFKA_SSL_KEY_LOCATION``,
+``SFE_KAFKA_SSL_KEY_PASSWORD``). The Faust worker takes the same settings through
 :func:`faust_broker_credentials`. A setting that the protocol would silently ignore
 (credentials with PLAINTEXT, a CA bundle without TLS) or a missing one (SASL without a
 user name) raises :class:`~sfe.settings.SettingsError` naming the variable.
@@ -54,11 +56,23 @@ def kafka_client_config(settings: Settings) -> KafkaConfig:
         ca = _ca_location(settings)
         if ca is not None:
             config["ssl.ca.location"] = ca
-    elif settings.kafka_ssl_ca_location is not None:
-        raise SettingsError(
-            "invalid setting SFE_KAFKA_SSL_CA_LOCATION: set, but "
-            f"SFE_KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS (use SSL or SASL_SSL)"
-        )
+        client = _client_certificate(settings)
+        if client is not None:
+            config["ssl.certificate.location"] = client[0]
+            config["ssl.key.location"] = client[1]
+            if client[2] is not None:
+                config["ssl.key.password"] = client[2]
+    else:
+        for variable, value in (
+            ("SFE_KAFKA_SSL_CA_LOCATION", settings.kafka_ssl_ca_location),
+            ("SFE_KAFKA_SSL_CERTIFICATE_LOCATION", settings.kafka_ssl_certificate_location),
+            ("SFE_KAFKA_SSL_KEY_LOCATION", settings.kafka_ssl_key_location),
+        ):
+            if value is not None:
+                raise SettingsError(
+                    f"invalid setting {variable}: set, but SFE_KAFKA_SECURITY_PROTOCOL="
+                    f"{protocol} uses no TLS (use SSL or SASL_SSL)"
+                )
     return config
 
 
@@ -124,8 +138,41 @@ def faust_broker_credentials(settings: Settings) -> CredentialsT | None:
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:
-    """A client TLS context trusting ``SFE_KAFKA_SSL_CA_LOCATION`` (else the system's CAs)."""
-    return ssl.create_default_context(cafile=_ca_location(settings))
+    """A client TLS context trusting ``SFE_KAFKA_SSL_CA_LOCATION`` (else the system's CAs).
+
+    It presents the client certificate when one is configured (mutual TLS).
+    """
+    context = ssl.create_default_context(cafile=_ca_location(settings))
+    client = _client_certificate(settings)
+    if client is not None:
+        certificate, key, password = client
+        context.load_cert_chain(certificate, key, password)
+    return context
+
+
+def _client_certificate(settings: Settings) -> tuple[str, str, str | None] | None:
+    """Certificate file, key file and key password of mutual TLS; None when not configured."""
+    certificate, key = settings.kafka_ssl_certificate_location, settings.kafka_ssl_key_location
+    if certificate is None and key is None:
+        if settings.kafka_ssl_key_password is not None:
+            raise SettingsError(
+                "invalid setting SFE_KAFKA_SSL_KEY_PASSWORD: set, but no SFE_KAFKA_SSL_KEY_LOCATION"
+            )
+        return None
+    for variable, path in (
+        ("SFE_KAFKA_SSL_CERTIFICATE_LOCATION", certificate),
+        ("SFE_KAFKA_SSL_KEY_LOCATION", key),
+    ):
+        if path is None:
+            raise SettingsError(
+                f"invalid setting {variable}: required with the client's "
+                + ("key" if variable.endswith("CERTIFICATE_LOCATION") else "certificate")
+            )
+        if not path.is_file():
+            raise SettingsError(f"invalid setting {variable}: no file at {path}")
+    assert certificate is not None and key is not None
+    password = settings.kafka_ssl_key_password
+    return str(certificate), str(key), None if password is None else password.get_secret_value()
 
 
 def _sasl_credentials(settings: Settings) -> tuple[str, str]:

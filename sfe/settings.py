@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     kafka_sasl_password: Secret | None = None
     # PEM bundle of the CA(s) that signed the brokers' certificates; unset: the system's.
     kafka_ssl_ca_location: Path | None = None
+    # Mutual TLS: the client's certificate (PEM, chain included) and private key (PEM,
+    # encrypted with the password when one is set), for brokers with ssl.client.auth=required.
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
+    kafka_ssl_key_password: Secret | None = None
 
     # PostgreSQL: the read models. Role and database are created from this URL.
     database_url: Secret = Secret("postgresql+psycopg://sfe:sfe@127.0.0.1:55432/sfe")
@@ -372,6 +377,7 @@ class Settings(BaseSettings):
 _SECRETS_READ_AT_START = (
     "database_url",
     "kafka_sasl_password",
+    "kafka_ssl_key_password",
     "sf_client_secret",
     "sf_password",
     "notify_slack_webhook_url",

@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -325,11 +325,58 @@ def test_database_tls_settings_go_into_the_url() -> None:
 
 @dataclass(frozen=True)
 class SecureBroker:
-    """A running temporary broker and the client settings of its sample .env file."""
+    """A running temporary broker and the client settings of its sample .env files."""
 
     settings: Settings
     port: int
     tls: TlsFiles
+    #: The settings of kafka-mtls.env: its MTLS listener, with a client certificate.
+    mtls: Settings
+
+
+def client_certificate(folder: Path, password: str) -> tuple[Path, Path, Path]:
+    """A clients' CA, and a client certificate it signed with its key encrypted under
+    ``password``: (CA, certificate, key) files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sfe clients CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sfe-worker")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = (folder / "clients-ca.pem", folder / "client.pem", folder / "client.key")
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password.encode()),
+        )
+    )
+    files[2].chmod(0o600)
+    return files
 
 
 def _broker_classpath() -> str:
@@ -366,13 +413,17 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     keystore = home / "tls" / "keystore.pem"  # private key first, then the certificate
     keystore.write_bytes(tls.server_key.read_bytes() + tls.server_cert.read_bytes())
     keystore.chmod(0o600)
-    port, controller_port = free_port(), free_port()
+    port, controller_port, mtls_port = free_port(), free_port(), free_port()
     broker_password, app_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    key_password = secrets.token_urlsafe(18)
+    clients_ca, client_cert, client_key = client_certificate(home / "clients", key_password)
     properties = home / "server.properties"
     properties.write_text(
         render(
             "kafka-sasl-ssl-server.properties",
             port=port,
+            mtls_port=mtls_port,
+            client_truststore=clients_ca,
             controller_port=controller_port,
             broker_user="broker",
             broker_password=broker_password,
@@ -421,6 +472,20 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
             )
         )
     )
+    key_password_file = home / "clients" / "key-password"
+    key_password_file.write_text(key_password + "\n")
+    mtls = settings_from_env(
+        env_lines(
+            render(
+                "kafka-mtls.env",
+                mtls_port=mtls_port,
+                ca_file=tls.ca_cert,
+                certificate_file=client_cert,
+                key_file=client_key,
+                key_password_file=key_password_file,
+            )
+        )
+    )
     log_file = home / "kafka.log"
     with log_file.open("wb") as log:
         broker = subprocess.Popen(
@@ -443,7 +508,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
             _wait(answers, 90, "the SASL_SSL broker", alive=lambda: broker.poll() is None)
         except AssertionError as exc:
             raise AssertionError(f"{exc}:\n{log_file.read_text()[-3000:]}") from None
-        yield SecureBroker(settings, port, tls)
+        yield SecureBroker(settings, port, tls, mtls)
     finally:
         broker.send_signal(signal.SIGTERM)
         try:
@@ -537,6 +602,68 @@ def test_sample_broker_refuses_plaintext_and_bad_credentials(
     untrusted = secure_broker.settings.model_copy(update={"kafka_ssl_ca_location": other_ca})
     distrusted = _refusal(kafka_client_config(untrusted), {KafkaError._SSL})
     assert KafkaError._SSL in distrusted, distrusted
+
+
+def test_sample_broker_takes_clients_with_a_certificate_over_mutual_tls(
+    secure_broker: SecureBroker,
+) -> None:
+    config = kafka_client_config(secure_broker.mtls)
+    assert config["security.protocol"] == "SSL" and "sasl.mechanism" not in config
+    assert str(config["ssl.certificate.location"]).endswith("client.pem")
+    assert isinstance(config["ssl.key.password"], str)
+    topic = f"network-mtls.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(config)
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({**config, "enable.idempotence": True})
+    producer.produce(topic, key=b"k", value=b"over mutual TLS")
+    assert producer.flush(30) == 0
+    consumer = Consumer(
+        {**config, "group.id": f"mtls-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"}
+    )
+    try:
+        consumer.subscribe([topic])
+        deadline, message = time.monotonic() + 30, None
+        while message is None and time.monotonic() < deadline:
+            candidate = consumer.poll(0.5)
+            if candidate is not None and candidate.error() is None:
+                message = candidate
+        assert message is not None and message.value() == b"over mutual TLS"
+    finally:
+        consumer.close()
+    # Without a certificate the listener refuses the handshake.
+    anonymous = secure_broker.mtls.model_copy(
+        update={
+            "kafka_ssl_certificate_location": None,
+            "kafka_ssl_key_location": None,
+            "kafka_ssl_key_password": None,
+        }
+    )
+    refused = _refusal(kafka_client_config(anonymous), {KafkaError._SSL, KafkaError._TRANSPORT})
+    assert refused & {KafkaError._SSL, KafkaError._TRANSPORT}, refused
+    # Faust's clients present the same certificate.
+    credentials = faust_broker_credentials(secure_broker.mtls)
+    assert credentials is not None
+    assert credentials.context.get_ca_certs()  # type: ignore[attr-defined]
+
+
+def test_mutual_tls_settings_are_checked_at_start(tmp_path: Path) -> None:
+    certificate = tmp_path / "client.pem"
+    certificate.write_text("not checked here")
+    base = {
+        "SFE_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "SFE_KAFKA_SSL_CERTIFICATE_LOCATION": str(certificate),
+    }
+    with pytest.raises(SettingsError, match="SFE_KAFKA_SSL_KEY_LOCATION: required"):
+        kafka_client_config(settings_from_env(base))
+    missing = {**base, "SFE_KAFKA_SSL_KEY_LOCATION": str(tmp_path / "absent.key")}
+    with pytest.raises(SettingsError, match="SFE_KAFKA_SSL_KEY_LOCATION: no file at"):
+        kafka_client_config(settings_from_env(missing))
+    plaintext = {**base, "SFE_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
+    with pytest.raises(SettingsError, match="SFE_KAFKA_SSL_CERTIFICATE_LOCATION: set, but"):
+        kafka_client_config(settings_from_env(plaintext))
+    orphan = {"SFE_KAFKA_SECURITY_PROTOCOL": "SSL", "SFE_KAFKA_SSL_KEY_PASSWORD": "x"}
+    with pytest.raises(SettingsError, match="SFE_KAFKA_SSL_KEY_PASSWORD: set, but no"):
+        kafka_client_config(settings_from_env(orphan))
 
 
 def test_the_ingest_path_appends_through_the_sample_broker(secure_broker: SecureBroker) -> None:
