@@ -34,7 +34,7 @@ from projections.replay import (
     snapshot_hash,
 )
 from projections.runner import ProjectionRunner
-from schema_registry.codec import Codec
+from schema_registry.codec import Codec, registry_config
 from sfe.kafka_security import client_config
 from sfe.metrics import MetricsServer
 from sfe.settings import Settings
@@ -324,7 +324,7 @@ def _rebuild(
         resume=resume,
         discard=restart,
         readers=readers,
-        schema_registry_url=settings.schema_registry_url,
+        schema_registry=registry_config(settings),
     )
     again = "sfe replay --projection postgres" + ("" if name == NAME else f" --name {name}")
     try:

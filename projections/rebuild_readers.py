@@ -157,7 +157,8 @@ class ReaderSpec:
     topic_prefix: str
     projection_name: str
     table_suffix: str
-    schema_registry_url: str | None = None
+    #: The schema registry client's configuration (``registry_config``), when one is used.
+    schema_registry: dict[str, str] | None = None
     #: The loading process: a reader started after it died exits at once.
     parent_pid: int = 0
     #: The loading process's Kafka security properties (:mod:`sfe.kafka_security`).
@@ -227,14 +228,14 @@ def _projection(spec: ReaderSpec) -> PostgresProjection:
 
     from schema_registry.codec import Codec
 
-    if spec.schema_registry_url is None:
+    if spec.schema_registry is None:
         codec = Codec(topic_prefix=spec.topic_prefix)
     else:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         from schema_registry.wire import ConfluentFormat
 
-        client = SchemaRegistryClient({"url": spec.schema_registry_url})
+        client = SchemaRegistryClient(spec.schema_registry)
         codec = Codec(ConfluentFormat(client), spec.topic_prefix)
     producer = Producer({**client_config(spec.bootstrap), "enable.idempotence": True})
     return PostgresProjection(codec, producer, spec.projection_name, spec.table_suffix)

@@ -231,7 +231,7 @@ class Rebuild:
         resume: bool = False,
         discard: bool = False,
         readers: int = 2,
-        schema_registry_url: str | None = None,
+        schema_registry: dict[str, str] | None = None,
     ) -> None:
         """Read from ``start`` (None: the earliest retained record) with ``batch_size`` records per batch.
 
@@ -239,16 +239,17 @@ class Rebuild:
         with ``discard`` drop an interrupted rebuild and start afresh. Without either, an
         interrupted rebuild makes :meth:`run` raise :class:`RebuildConflict`. ``readers``
         processes consume and decode (the projection's codec, with the schema registry
-        at ``schema_registry_url`` when it reads the Confluent wire format).
+        configured by ``schema_registry`` (:func:`~schema_registry.codec.registry_config`)
+        when it reads the Confluent wire format).
         """
         if resume and discard:
             raise ValueError("resume or discard an interrupted rebuild, not both")
-        if schema_registry_url is None and type(projection.codec.wire) is not SelfDescribingFormat:
-            raise ValueError("the readers decode as the projection does: pass its registry URL")
+        if schema_registry is None and type(projection.codec.wire) is not SelfDescribingFormat:
+            raise ValueError("the readers decode as the projection does: pass its registry")
         self.engine = engine
         self.bootstrap = bootstrap
         self.readers = max(1, readers)
-        self.schema_registry_url = schema_registry_url
+        self.schema_registry = schema_registry
         self.projection = projection
         self.start = start
         self.batch_size = batch_size
@@ -474,7 +475,7 @@ class Rebuild:
             topic_prefix=self.projection.codec.topic_prefix,
             projection_name=self.projection.name,
             table_suffix=STAGING_SUFFIX,
-            schema_registry_url=self.schema_registry_url,
+            schema_registry=self.schema_registry,
             parent_pid=os.getpid(),
             security=process_properties(),
         )

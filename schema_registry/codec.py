@@ -46,7 +46,7 @@ from schema_registry.wire import (
     names_version,
     self_describing_headers,
 )
-from sfe.settings import Settings
+from sfe.settings import Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,24 @@ class EncodedValue:
     headers: Headers
 
 
+def registry_config(settings: Settings) -> dict[str, str] | None:
+    """The schema registry client's configuration (URL, credentials, CA), or None without one.
+
+    Raises :class:`~sfe.settings.SettingsError` naming a CA file that does not exist.
+    """
+    if settings.schema_registry_url is None:
+        return None
+    config = {"url": settings.schema_registry_url}
+    if settings.schema_registry_basic_auth is not None:
+        config["basic.auth.user.info"] = settings.schema_registry_basic_auth.get_secret_value()
+    ca = settings.schema_registry_ca_location
+    if ca is not None:
+        if not ca.is_file():
+            raise SettingsError(f"invalid setting SFE_SCHEMA_REGISTRY_CA_LOCATION: no file at {ca}")
+        config["ssl.ca.location"] = str(ca)
+    return config
+
+
 class Codec:
     """Encode and decode the events of every topic in the catalogue."""
 
@@ -85,10 +103,10 @@ class Codec:
     @classmethod
     def from_settings(cls, settings: Settings, topic_prefix: str = "") -> Codec:
         """Confluent wire format when ``SFE_SCHEMA_REGISTRY_URL`` is set, else self-describing."""
-        if settings.schema_registry_url is None:
+        config = registry_config(settings)
+        if config is None:
             return cls(SelfDescribingFormat(), topic_prefix)
-        client = SchemaRegistryClient({"url": settings.schema_registry_url})
-        return cls(ConfluentFormat(client), topic_prefix)
+        return cls(ConfluentFormat(SchemaRegistryClient(config)), topic_prefix)
 
     def subject_of(self, topic: str) -> str:
         """The catalogue subject of ``topic``'s values (its prefix removed)."""

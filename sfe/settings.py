@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     kafka_version: str = "4.1.1"
     kafka_heap: str = "768m"
     schema_registry_url: str | None = None
+    # Credentials of the schema registry, "user:password" (Confluent Cloud: API key and
+    # secret), and the CA bundle its HTTPS certificate is checked against (unset: the
+    # system's). Credentials never go in the URL.
+    schema_registry_basic_auth: Secret | None = None
+    schema_registry_ca_location: Path | None = None
     # Prefix of every topic name (an isolated environment on a shared cluster), e.g. "staging.".
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
     # Security of every Kafka client connection (sfe.kafka_security): PLAINTEXT for the local
@@ -277,7 +282,19 @@ class Settings(BaseSettings):
     def _is_http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError(f"expected an http(s) URL, got {value!r}")
+        if value is not None and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError(
+                "credentials do not go in the URL (it is printed): "
+                "use SFE_SCHEMA_REGISTRY_BASIC_AUTH for the schema registry"
+            )
         return value.rstrip("/") if value else value
+
+    @field_validator("schema_registry_basic_auth")
+    @classmethod
+    def _is_user_and_password(cls, value: Secret | None) -> Secret | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError("expected user:password")
+        return value
 
     @field_validator("notify_slack_webhook_url")
     @classmethod
@@ -378,6 +395,7 @@ _SECRETS_READ_AT_START = (
     "database_url",
     "kafka_sasl_password",
     "kafka_ssl_key_password",
+    "schema_registry_basic_auth",
     "sf_client_secret",
     "sf_password",
     "notify_slack_webhook_url",
