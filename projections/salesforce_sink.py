@@ -204,6 +204,10 @@ class SalesforceSink:
         )
         outcomes: list[dict[str, Any]] = []
         for command in batch.repeats:
+            if command.id not in handled:
+                # A redelivered copy in this same batch: its first copy is applied now and
+                # gets the command's one result.
+                continue
             outcome, errors, sf_id = handled[command.id]
             if outcome != CommandOutcome.REJECTED:
                 outcome = CommandOutcome.ALREADY_APPLIED

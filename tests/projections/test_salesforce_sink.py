@@ -226,6 +226,29 @@ def test_ten_thousand_field_updates_in_few_calls_and_none_when_current(
     assert len({r.id for r in everything}) == len(everything), "one result id per execution"
 
 
+def test_a_command_redelivered_within_one_batch_is_applied_once(
+    stack: Settings, engine: Engine, sim: RunningSimulator, prefix: str
+) -> None:
+    # An agent restarted after a kill appends the same command (same id) again; both copies
+    # can land in one batch of the sink.
+    sf = connect(auth_for(sim))
+    leads = create_leads(sf, 3)
+    commands = score_commands(leads, seed=3)
+    send(stack, prefix, [commands[0], commands[1], commands[0], commands[2], commands[1]])
+    used = sim.state.budget.used
+    with RunningSink(stack, engine, sim, prefix) as running:
+        produced = results(stack, prefix, 3)
+        time.sleep(2)  # a crashed batch would not commit: the thread must still be alive
+        assert running.thread.is_alive()
+    assert sorted(str(r.causation_id) for r in produced) == sorted(c.id for c in commands)
+    assert {r.outcome for r in produced} == {CommandOutcome.APPLIED}
+    assert sim.state.budget.used - used == 1, "one Collections call for the three records"
+    for command, lead in zip(commands, leads, strict=True):
+        assert (
+            lead_field(sim, lead, "AI_Enhanced_Score__c") == command.fields["AI_Enhanced_Score__c"]
+        )
+
+
 def test_protected_fields_salesforce_errors_and_creates(
     stack: Settings, engine: Engine, sim: RunningSimulator, prefix: str
 ) -> None:
