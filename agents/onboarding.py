@@ -210,21 +210,32 @@ def portal_url(state: SagaState, config: OnboardingConfig) -> str:
     return f"https://{state['portal_subdomain']}.{config.portal_domain}"
 
 
-def triggers(change: RecordChanged, snapshot: Snapshot | None) -> bool:
+def triggers(
+    change: RecordChanged, snapshot: Snapshot | None, before: Snapshot | None = None
+) -> bool:
     """Whether ``change`` starts an onboarding: an Opportunity that just became Closed Won.
 
     That is a CREATE already Closed Won, or an UPDATE naming ``StageName`` among its
     changed fields with the value "Closed Won"; our own write-backs (echoes) and
     deleted records never start one. A snapshot (``is_snapshot``: a record re-read
-    after a gap or overflow, or backfilled) does not start one either: it is not a
-    change, and an Opportunity read as Closed Won may have been won (and onboarded)
-    long ago. A deal won during a gap is therefore not onboarded automatically.
+    after a gap, an overflow or an expired replay id) starts one only when it shows
+    Closed Won and ``before`` (what the agent knew of the record until then) had another
+    stage: the deal was won while its changes were missed. A snapshot of a record the
+    agent never saw (a backfill of old deals) starts nothing: it may have been won, and
+    onboarded, long ago.
     """
     header = change.header
-    if header.entity_name != "Opportunity" or change.is_echo or change.is_snapshot:
+    if header.entity_name != "Opportunity" or change.is_echo:
         return False
     if snapshot is not None and snapshot.get("deleted"):
         return False
+    if change.is_snapshot:
+        earlier = value(before, "StageName")
+        return (
+            earlier is not None
+            and earlier != CLOSED_WON
+            and change.fields.get("StageName") == CLOSED_WON
+        )
     if header.change_type is ChangeType.CREATE:
         return change.fields.get("StageName") == CLOSED_WON
     if header.change_type is ChangeType.UPDATE:

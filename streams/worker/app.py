@@ -454,7 +454,7 @@ def _opportunity_agent(worker: Worker, emitter: Emitter, source: Any) -> None:
                 emissions.extend(decision.emissions)
                 metrics.OPPORTUNITIES_SYNCED.inc()
                 metrics.WORKFLOW_RUNS.labels(opportunity_insights.WORKFLOW, decision.outcome).inc()
-            if onboarding.triggers(change, after) and not after.get("onboarding_id"):
+            if onboarding.triggers(change, after, before) and not after.get("onboarding_id"):
                 state, decision = onboarding.start(change, after, flows.onboarding)
                 emissions.extend(decision.emissions)
                 after["onboarding_id"] = state["onboarding_id"]

@@ -179,6 +179,20 @@ def test_only_a_real_change_to_closed_won_triggers(event: RecordChanged, expecte
     assert triggers(event, evolve(opportunity_snapshot(), event)) is expected
 
 
+def test_a_snapshot_showing_a_deal_won_while_its_changes_were_missed_triggers() -> None:
+    # Re-read after a gap or an expired replay id: the agent knew the deal in another stage.
+    reread = change(ChangeType.UPDATE, {"StageName": "Closed Won", "AccountId": ACCOUNT}, ())
+    reread = replace(reread, is_snapshot=True)
+    known = opportunity_snapshot()
+    assert triggers(reread, evolve(known, reread), known) is True
+    # Never seen before (a backfill of old deals), or already Closed Won: nothing starts.
+    assert triggers(reread, evolve(None, reread), None) is False
+    won = evolve(known, change())
+    assert triggers(reread, evolve(won, reread), won) is False
+    lost = replace(reread, fields={"StageName": "Closed Lost"})
+    assert triggers(lost, evolve(known, lost), known) is False
+
+
 def test_a_deleted_opportunity_does_not_trigger() -> None:
     snapshot = {**opportunity_snapshot(), "deleted": True}
     assert triggers(change(), snapshot) is False
