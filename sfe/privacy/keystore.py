@@ -76,6 +76,10 @@ class KeyStoreError(RuntimeError):
     """A key cannot be read: wrapped by another master key, or its wrapping was altered."""
 
 
+class KeyStoreUnavailable(KeyStoreError):
+    """The service holding the wrapping key cannot be reached now (worth retrying)."""
+
+
 class KeyWrapper(Protocol):
     """Encrypts subject keys for storage (a master key here, a KMS or Vault transit elsewhere).
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar, cast
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from schema_registry.events import (
     Event,
     LeadScored,
@@ -28,7 +30,7 @@ from schema_registry.events import (
 from schema_registry.events.envelope import FieldValue
 from sfe.privacy.cipher import ERASED, SealError, SubjectKey, is_sealed, parse
 from sfe.privacy.cipher import PREFIX as SEALED_PREFIX
-from sfe.privacy.keystore import KeyStore, email_digest, index_key
+from sfe.privacy.keystore import KeyStore, KeyStoreUnavailable, email_digest, index_key
 from sfe.privacy.policy import (
     EMAIL_FIELDS,
     LEAD_ENRICHMENT_PERSONAL,
@@ -40,6 +42,7 @@ from sfe.privacy.policy import (
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
+T = TypeVar("T")
 
 _FIELD_MAPS = (RecordChanged, PlatformEventPublished, SalesforceWriteRequested)
 
@@ -56,8 +59,17 @@ class Privacy:
         cache_seconds: float = 60.0,
         cache_size: int = 200_000,
         clock: Callable[[], float] = time.monotonic,
+        retry_seconds: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """Seal and open with the keys of ``store``.
+
+        A store that is down (a database restart) is retried for ``retry_seconds`` before
+        the error is raised.
+        """
         self.store = store
+        self.retry_seconds = retry_seconds
+        self._sleep = sleep
         self.policy = policy or Policy.with_extras()
         self.cache_seconds = cache_seconds
         self.cache_size = cache_size
@@ -83,7 +95,7 @@ class Privacy:
             else:
                 missing.append(subject)
         if missing:
-            raw = self.store.keys(missing, create=create)
+            raw = self._retrying(lambda: self.store.keys(missing, create=create))
             if len(self._cache) + len(missing) > self.cache_size:
                 self._cache.clear()
             expires = now + self.cache_seconds
@@ -94,6 +106,23 @@ class Privacy:
                 if subject in raw:  # an unknown subject is not remembered: it may appear
                     self._cache[subject] = (derived, expires)
         return found
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """``call``, again with backoff while the store is unreachable, up to the retry time."""
+        deadline = self._clock() + self.retry_seconds
+        wait = 0.5
+        while True:
+            try:
+                return call()
+            except (OperationalError, InterfaceError, KeyStoreUnavailable) as exc:
+                if self._clock() + wait > deadline:
+                    raise
+                log.warning(
+                    "the key store is unreachable; retrying",
+                    extra={"error": type(exc).__name__, "wait_s": wait},
+                )
+                self._sleep(wait)
+                wait = min(wait * 2, 8.0)
 
     def forget(self, subjects: Collection[str] = ()) -> None:
         """Drop cached keys (all of them when ``subjects`` is empty)."""
@@ -127,7 +156,7 @@ class Privacy:
             sealed.append(self._seal_event(event, plan, keys.get(subject), emails))
         fresh = [entry for entry in emails if entry not in self._indexed]
         if fresh:
-            self.store.index_emails(fresh)
+            self._retrying(lambda: self.store.index_emails(fresh))
             self._indexed.update(fresh)
             if len(self._indexed) > self.cache_size:
                 self._indexed.clear()

@@ -11,14 +11,17 @@ transit key rotated in Vault keeps decrypting older ciphertexts (``vault:v1:``..
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from sfe.privacy.keystore import KeyStoreError
+from sfe.privacy.keystore import KeyStoreError, KeyStoreUnavailable
 from sfe.secrets import SecretUnavailable, VaultClient
 
 _SEPARATOR = b"\x00"
+#: Vault errors worth retrying: Vault unreachable, or answering 5xx (sealed, standby).
+_TRANSIENT = re.compile(r"unreachable|HTTP 5\d\d")
 
 
 class VaultTransitWrapper:
@@ -77,6 +80,8 @@ class VaultTransitWrapper:
             )
             results = answer["data"]["batch_results"]
         except SecretUnavailable as exc:
+            if _TRANSIENT.search(str(exc)):
+                raise KeyStoreUnavailable(str(exc)) from None
             raise KeyStoreError(str(exc)) from None
         except (KeyError, TypeError):
             raise KeyStoreError(f"{self.name}: not a transit {operation} answer") from None

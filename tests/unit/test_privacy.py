@@ -334,3 +334,33 @@ def test_only_the_fields_asked_for_are_opened(privacy: Privacy) -> None:
     (sealed,) = privacy.seal([lead_change(FirstName="Ada", Phone="555", Company="Analytical")])
     (opened,) = privacy.unseal([sealed], only={"FirstName"})
     assert opened.fields == {"FirstName": "Ada", "Phone": None, "Company": "Analytical"}
+
+
+def test_a_store_that_is_down_is_retried_then_given_up_on(store: MemoryKeys) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    clock = Clock()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+
+    class Restarting(MemoryKeys):
+        failures = 3
+
+        def keys(self, subjects: Collection[str], *, create: bool) -> dict[str, bytes | None]:
+            if self.failures:
+                self.failures -= 1
+                raise OperationalError("SELECT", {}, Exception("the server closed the connection"))
+            return super().keys(subjects, create=create)
+
+    down = Restarting()
+    privacy = Privacy(down, index_key=b"i" * 32, clock=clock, sleep=sleep, retry_seconds=60)
+    (sealed,) = privacy.seal([lead_change(FirstName="Ada")])
+    assert is_sealed(sealed.fields["FirstName"]) and waits == [0.5, 1.0, 2.0]
+    gone = Restarting()
+    gone.failures = 10**6
+    impatient = Privacy(gone, index_key=b"i" * 32, clock=clock, sleep=sleep, retry_seconds=5)
+    with pytest.raises(OperationalError):
+        impatient.seal([lead_change(FirstName="Ada")])
