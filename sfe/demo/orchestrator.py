@@ -143,7 +143,7 @@ def run_demo(settings: Settings, options: DemoOptions, echo: Echo = print) -> De
     folder = (settings.state_dir / "demo" / demo_id).resolve()
     folder.mkdir(parents=True)
     demo = Demo(settings, options, demo_id, folder, echo)
-    with _interrupts_raise():
+    with interrupts_raise():
         code = demo.run()
     return DemoResult(code, folder, demo.summary)
 
@@ -169,7 +169,7 @@ def _signals_ignored() -> Iterator[None]:
 
 
 @contextmanager
-def _interrupts_raise() -> Iterator[None]:
+def interrupts_raise() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt like Ctrl-C does (main thread only)."""
     if not _main_thread():
         yield
@@ -368,6 +368,11 @@ class Demo:
             SFE_METRICS_PORT="0",
             SFE_LEAD_SENIOR_AE_QUEUE=",".join(self.owners),
         )
+        configured = ("SFE_PRIVACY_MASTER_KEY", "SFE_PRIVACY_MASTER_KEY_FILE")
+        if settings.privacy_encryption and not any(name in env for name in configured):
+            # The processes' state folder is the demo's own: they seal personal data under
+            # the local stack's master key.
+            env["SFE_PRIVACY_MASTER_KEY_FILE"] = str(ensure_local_master_key(settings))
         return env
 
     def _sim_status(self) -> dict[str, object]:
