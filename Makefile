@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SFE := $(BIN)/sfe
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install stack-up stack-down migrate tools test lint format bench demo clean
+.PHONY: help install stack-up stack-down migrate tools test lint format bench demo soak clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,11 @@ bench: migrate ## Run the benchmarks in bench/
 
 demo: $(INSTALLED) ## Run the end-to-end demonstration (DEMO_ARGS="--duration 60 --rate 40 ...")
 	$(SFE) demo $(DEMO_ARGS)
+
+SOAK_SECONDS ?= 300
+SOAK_ARGS ?=
+soak: $(INSTALLED) ## Run the pipeline under faults for SOAK_SECONDS, then check nothing was lost or duplicated
+	$(BIN)/python -m sfe.reliability --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 clean: stack-down ## Stop the stack and remove the virtualenv and local state
 	rm -rf $(VENV) .stack

@@ -86,9 +86,10 @@ class EventBus:
         self._purged_through[stream] = max(self._purged_through.get(stream, 0), replay_id)
         self._last_id[stream] = max(self._last_id.get(stream, 0), replay_id)
 
-    def purge(self) -> None:
-        """Drop events older than the retention window."""
-        horizon = self._clock() - self.retention_seconds
+    def purge(self, retention_seconds: float | None = None) -> None:
+        """Drop events older than the retention window (or ``retention_seconds``, once)."""
+        window = self.retention_seconds if retention_seconds is None else retention_seconds
+        horizon = self._clock() - window
         for stream, events in self._events.items():
             keep = 0
             while keep < len(events) and events[keep].created < horizon:

@@ -45,6 +45,8 @@ class Faults:
 
     fail_next: int = 0
     fail_status: int = 503
+    #: When set, ``fail_next`` fails only calls of this ``Sforce-Call-Options`` client.
+    fail_client: str | None = None
     latency_seconds: float = 0.0
     locked_rows: int = 0
 
@@ -58,9 +60,11 @@ class Faults:
             f"unable to obtain exclusive access to this record or 1 records: {record}",
         )
 
-    def next_failure(self, limit: int) -> SalesforceError | None:
-        """The error the next call must get, if a failure is armed."""
+    def next_failure(self, limit: int, client: str | None = None) -> SalesforceError | None:
+        """The error the next call (of ``client``) must get, if a failure is armed."""
         if self.fail_next <= 0:
+            return None
+        if self.fail_client is not None and client != self.fail_client:
             return None
         self.fail_next -= 1
         if self.fail_status == 403:

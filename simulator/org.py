@@ -10,6 +10,7 @@ computed here, as the platform would.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -36,6 +37,9 @@ class Org:
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in OBJECTS}
         self.ids = ids.IdAllocator()
         self.commit_number = 0
+        #: Record writes committed per change origin: ``created``, ``changed`` and
+        #: ``unchanged`` (an update that set every field to the value it already held).
+        self.record_writes: dict[str, Counter[str]] = {}
         for record in recorder.load_records():
             self.records[BY_PREFIX[record["Id"][:3]].name][record["Id"]] = record
             self.ids.advance_past(record["Id"])
@@ -101,6 +105,7 @@ class Transaction:
         self.now = datetime.now(UTC)
         self.changes: list[cdc.Change] = []
         self._undo: list[tuple[str, str, dict[str, Any] | None]] = []
+        self.writes: Counter[str] = Counter()
 
     def _stamp(self) -> str:
         return values.format_datetime(self.now)
@@ -171,6 +176,7 @@ class Transaction:
         if "FirstName" in obj.fields:
             change_values, _ = cdc.compound_name(change_values, [])
         self.changes.append(cdc.Change(obj.name, "CREATE", record_id, change_values))
+        self.writes["created"] += 1
         return record_id
 
     def update(self, sobject_name: str, record_id: str, body: dict[str, Any]) -> None:
@@ -191,7 +197,9 @@ class Transaction:
             if n in obj.fields and before.get(n) != record.get(n) and n not in changed
         ]
         if not changed:
+            self.writes["unchanged"] += 1
             return
+        self.writes["changed"] += 1
         stamp = self._stamp()
         record.update(LastModifiedDate=stamp, LastModifiedById=self.user_id, SystemModstamp=stamp)
         self._undo.append((obj.name, key, before))
@@ -239,9 +247,13 @@ class Transaction:
                 self.org.records[name][key] = before
         self._undo.clear()
         self.changes.clear()
+        self.writes.clear()
 
     def commit(self) -> None:
         """Persist the changed records and publish their change events."""
+        if self.writes:
+            self.org.record_writes.setdefault(self.origin, Counter()).update(self.writes)
+            self.writes.clear()
         if not self._undo:
             return
         self.org.commit_number += 1

@@ -42,7 +42,12 @@ def apply_fault(state: Simulator, body: dict[str, Any]) -> dict[str, Any]:
             int(body.get("count", 1)),
             int(body.get("status", 503)),
         )
-        return {"fail_next": faults.fail_next, "status": faults.fail_status}
+        client = body.get("client")
+        faults.fail_client = str(client) if client else None
+        armed: dict[str, Any] = {"fail_next": faults.fail_next, "status": faults.fail_status}
+        if faults.fail_client is not None:
+            armed["client"] = faults.fail_client
+        return armed
     if action == "request_limit":
         if "used" in body:
             state.budget.used = int(body["used"])
@@ -58,10 +63,12 @@ def apply_fault(state: Simulator, body: dict[str, Any]) -> dict[str, Any]:
     if action == "gap":
         return _gap(state, body)
     if action == "purge_events":
-        state.bus.purge()
+        older = body.get("older_than_seconds")
+        state.bus.purge(None if older is None else float(older))
         return {"purged": True}
     if action == "clear":
         faults.fail_next, faults.latency_seconds, faults.locked_rows = 0, 0.0, 0
+        faults.fail_client = None
         return {"cleared": True}
     raise SalesforceError(
         "INVALID_INPUT", f"unknown action {action!r}; one of {', '.join(ACTIONS)}"
@@ -120,6 +127,10 @@ async def status(request: web.Request) -> web.Response:
             "api_usage": {"used": state.budget.used, "limit": state.budget.limit},
             "streaming_clients": len(state.streaming.clients),
             "commit_number": state.org.commit_number,
+            "record_writes": {
+                origin: dict(counts) for origin, counts in state.org.record_writes.items()
+            },
+            "fail_next": state.faults.fail_next,
             "ca_file": str(state.tls_files.ca_cert),
         }
     )

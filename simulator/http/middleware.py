@@ -34,7 +34,9 @@ async def salesforce_api(request: web.Request, handler: Handler) -> web.StreamRe
         session = state.authority.session(request.headers.get("Authorization"))
         if session is None:
             raise invalid_session()
-        failure = state.faults.next_failure(state.budget.limit)
+        failure = state.faults.next_failure(
+            state.budget.limit, client_of(request.headers.get("Sforce-Call-Options"))
+        )
         if failure:
             raise failure
         state.budget.spend()
