@@ -67,6 +67,9 @@ CRASH_LOOP = 5
 SETTLE_SECONDS = 90.0
 #: Faust settings of the soak's worker (read from its environment).
 WORKER_SESSION_TIMEOUT_SECONDS = 10
+#: An onboarding step without a result is retried after this long (120 s by default):
+#: a provisioning request or result lost to a kill is sent again within the drain time.
+ONBOARDING_STEP_TIMEOUT_SECONDS = 30
 WORKER_HEARTBEAT_SECONDS = 2
 OTHER_TOPICS = ("commands.salesforce", "command.results", "predictions", "workflow.events")
 
@@ -250,6 +253,7 @@ class Soak(Demo):
         # (60 s by default) before the group rebalances; the soak kills it often.
         env.setdefault("BROKER_SESSION_TIMEOUT", str(WORKER_SESSION_TIMEOUT_SECONDS))
         env.setdefault("BROKER_HEARTBEAT_INTERVAL", str(WORKER_HEARTBEAT_SECONDS))
+        env.setdefault("SFE_ONBOARDING_STEP_TIMEOUT_SECONDS", str(ONBOARDING_STEP_TIMEOUT_SECONDS))
         if not self.soak_options.privacy_encryption:
             env["SFE_PRIVACY_ENCRYPTION"] = "false"
         return env
