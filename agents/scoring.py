@@ -99,3 +99,20 @@ def score_records(
             )
         )
     return scores
+
+
+def score_as_of_their_days(model: LoadedModel, dated: Sequence[tuple[date, Record]]) -> list[Score]:
+    """Scores of ``dated`` records, each as of its own day, in order.
+
+    Features relative to "today" are computed as of each fact's own date, so deciding
+    it again later yields the same inputs; the records of one day share one call.
+    """
+    by_day: dict[date, list[int]] = {}
+    for index, (day, _record) in enumerate(dated):
+        by_day.setdefault(day, []).append(index)
+    scores: dict[int, Score] = {}
+    for day, indexes in by_day.items():
+        records = [dated[i][1] for i in indexes]
+        for i, score in zip(indexes, score_records(model, records, day), strict=True):
+            scores[i] = score
+    return [scores[i] for i in range(len(dated))]

@@ -58,7 +58,7 @@ from confluent_kafka.admin import AdminClient
 from agents import lead_qualification, opportunity_insights, snapshots
 from agents.base import PREDICTIONS, WORKFLOW_EVENTS, Emission
 from agents.enrichment import Answer, Lead, LocalEnrichment
-from agents.scoring import score_records
+from agents.scoring import score_as_of_their_days
 from ml.features.definitions import FEATURE_SETS
 from ml.inference import LoadedModel, load_model
 from ml.registry import Registry, parse_ref
@@ -536,19 +536,16 @@ class WinFlow:
             self.snapshots[change.subject] = after
             if due(item) and opportunity_insights.triggers(change, after):
                 chosen.append((change, after))
-        emissions: list[Emission] = []
         # Scored per fact as the agent does (as of the change's date), one call per day.
-        by_day: dict[Any, list[int]] = {}
-        for index, (change, _) in enumerate(chosen):
-            by_day.setdefault(change.time.date(), []).append(index)
-        scores: dict[int, Any] = {}
-        for day, indexes in by_day.items():
-            records = [opportunity_insights.scoring_record(chosen[i][1]) for i in indexes]
-            for i, score in zip(indexes, score_records(self.model, records, day), strict=True):
-                scores[i] = score
-        for index, (change, after) in enumerate(chosen):
-            decision = opportunity_insights.decide(change, after, scores[index], self.config)
-            emissions.extend(decision.emissions)
+        scores = score_as_of_their_days(
+            self.model,
+            [(c.time.date(), opportunity_insights.scoring_record(a)) for c, a in chosen],
+        )
+        emissions: list[Emission] = []
+        for (change, after), score in zip(chosen, scores, strict=True):
+            emissions.extend(
+                opportunity_insights.decide(change, after, score, self.config).emissions
+            )
         return emissions
 
     def close(self) -> None:

@@ -50,6 +50,17 @@ OPERATIONS = Counter(
     "Units of work by component and outcome (success or error); the error rate's basis.",
     ["component", "outcome"],
 )
+STATE_PARTITIONS = Gauge(
+    "sfe_state_partitions",
+    "Partitions of an agent's state this process holds (restored and kept current).",
+    ["state"],
+)
+STATE_RESTORE = Histogram(
+    "sfe_state_restore_seconds",
+    "Time to read an agent's state partitions back when the group assigns them.",
+    ["state"],
+    buckets=_LATENCY_BUCKETS,
+)
 DEAD_LETTERS = Counter(
     "sfe_dead_letters_total",
     "Records sent to a dead-letter topic, per topic and reason.",

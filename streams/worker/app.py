@@ -1,13 +1,15 @@
-"""The Faust application of ``sfe worker``: agents, tables, timers and the lead batch path.
+"""The Faust application of ``sfe worker``: agents, tables, timers and the batch paths.
 
 Roles (``sfe worker --role``) pick what a process runs; several processes with the
 same roles share the partitions through their consumer groups.
 
 - ``leads``: lead qualification on the transactional batch path
   (:mod:`streams.worker.batch`), run as a task of this app.
-- ``opportunities``: a Faust agent on ``sf.cdc.Opportunity`` that keeps each
-  opportunity's snapshot in the ``opportunities`` table (CDC updates carry only changed
-  fields), computes insights on stage changes and starts onboarding on Closed Won.
+- ``opportunities``: opportunity insights on the transactional batch path too, also a
+  task of this app (:mod:`streams.worker.opportunities`): each opportunity's snapshot
+  (CDC updates carry only changed fields) is kept in a compacted state topic written
+  in the same transaction as the insights, the onboarding starts on Closed Won and the
+  consumed offsets.
 - ``onboarding``: a Faust agent keyed by account on ``decisions.onboarding``,
   ``provisioning.results`` and the internal tick topic, keeping the sagas in the
   ``onboarding_sagas`` table; a timer schedules ticks for sagas with a due deadline
@@ -17,9 +19,9 @@ same roles share the partitions through their consumer groups.
   (aggregates) and ``decisions.upsell`` (last flag) into tables, and the daily crontab
   running :func:`streams.worker.accounts.account_batch` over them.
 
-Tables are in memory with their changelog topics in Kafka: a restarted worker restores
-them from the changelog. Processing is at least once (ARCHITECTURE.md: Faust's
-exactly-once mode has open bugs); an agent appends its emissions and waits for the
+The Faust roles keep tables in memory with their changelog topics in Kafka: a restarted
+worker restores them from the changelog. Their processing is at least once
+(ARCHITECTURE.md: Faust's exactly-once mode has open bugs); an agent appends its emissions and waits for the
 broker's acknowledgement before updating its table and moving on, and every emitted
 id is deterministic, so a redelivery repeats identical events that consumers skip.
 Consumers read ``read_committed`` (:mod:`streams.worker.faust_transport`).
@@ -31,7 +33,6 @@ import asyncio
 import json
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -45,7 +46,6 @@ from agents import churn, onboarding, opportunity_insights, snapshots, upsell, u
 from agents.base import Emission
 from agents.enrichment import provider_for
 from agents.lead_qualification import LeadConfig
-from agents.scoring import score_records
 from ml.features.definitions import FEATURE_SETS
 from ml.inference import LoadedModel, load_model
 from ml.registry import Registry
@@ -65,16 +65,21 @@ from sfe.kafka_security import client_config, faust_broker_credentials
 from sfe.privacy.service import Privacy
 from sfe.settings import Settings
 from streams.lag import LagPublisher, faust_lags
+from streams.worker import opportunities
 from streams.worker.accounts import AccountState, account_batch, upsell_flag_day
 from streams.worker.batch import TransactionalBatchProcessor
 from streams.worker.faust_transport import ReadCommittedTransport
 from streams.worker.leads import LeadQualificationHandler, input_topics
+from streams.worker.opportunities import OpportunityHandler
+from streams.worker.state import ChangelogState
 
 log = logging.getLogger(__name__)
 
 ROLES = ("leads", "opportunities", "onboarding", "accounts")
-FAUST_ROLES = frozenset(ROLES) - {"leads"}
-"""Roles run as Faust agents; the lead path is a batch consumer of its own."""
+BATCH_ROLES = frozenset({"leads", "opportunities"})
+"""Roles run on the transactional batch path, each a consumer of its own."""
+FAUST_ROLES = frozenset(ROLES) - BATCH_ROLES
+"""Roles run as Faust agents."""
 PARTITIONS = 6
 DLQ_TOPIC = "dlq.ingest"
 TICK_TOPIC = "sfe.worker.onboarding.ticks"
@@ -250,11 +255,6 @@ def _parked(worker: Worker, entry: dict[str, Any] | None) -> list[ProvisioningFi
     return found
 
 
-def _observe_latency(change: RecordChanged) -> None:
-    lag = time.time() - change.header.commit_timestamp.timestamp()
-    metrics.PROCESSING_LATENCY.labels("decision").observe(max(0.0, lag))
-
-
 def publish_drift(models: Sequence[LoadedModel]) -> None:
     """Set ``sfe_feature_psi`` of every feature of ``models`` from their drift windows."""
     for model in models:
@@ -372,7 +372,7 @@ def build_worker(
     if "leads" in roles:
         _lead_task(worker, privacy)
     if "opportunities" in roles:
-        _opportunity_agent(worker, emitter, source)
+        _opportunity_task(worker)
     if "onboarding" in roles:
         _onboarding_agent(worker, emitter, source, tick_seconds)
     if "accounts" in roles:
@@ -406,63 +406,56 @@ def _lead_task(worker: Worker, privacy: Privacy | None) -> None:
         worker.flows.lead,
         privacy,
     )
+    _batch_task(worker, "leads", input_topics(settings.lead_triggers), handler)
+
+
+def _opportunity_task(worker: Worker) -> None:
+    settings = worker.settings
+    state = ChangelogState(
+        name="opportunities",
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic_prefix + opportunities.STATE_TOPIC,
+        partitions=PARTITIONS,
+    )
+    handler = OpportunityHandler(
+        worker.models["win"], worker.flows.opportunity, worker.flows.onboarding, state
+    )
+    _batch_task(worker, "opportunities", (opportunities.SOURCE_TOPIC,), handler, state)
+
+
+def _batch_task(
+    worker: Worker,
+    name: str,
+    topics: Sequence[str],
+    handler: Any,
+    state: ChangelogState | None = None,
+) -> None:
+    """Run a transactional batch processor of ``topics`` as a task of the worker's app."""
+    settings = worker.settings
     processor = TransactionalBatchProcessor(
-        name="leads",
+        name=name,
         bootstrap=settings.kafka_bootstrap,
         codec=worker.codec,
-        topics=input_topics(settings.lead_triggers),
+        topics=topics,
         handler=handler,
         topic_prefix=settings.topic_prefix,
         batch_size=settings.worker_batch_size,
         batch_wait_seconds=settings.worker_batch_wait_ms / 1000,
+        state=state,
     )
+    first = not worker.processors
     worker.processors.append(processor)
 
     @worker.app.task
-    async def lead_qualification() -> None:
+    async def run_batches() -> None:
         await processor.run(worker.stop)
 
-    def _stop_leads(app: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        worker.stop.set()
+    if first:
 
-    worker.app.on_before_shutdown.connect(cast(Any, _stop_leads))
+        def _stop_batches(app: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+            worker.stop.set()
 
-
-def _opportunity_agent(worker: Worker, emitter: Emitter, source: Any) -> None:
-    app, flows = worker.app, worker.flows
-    table = app.Table("opportunities", default=None, partitions=PARTITIONS)
-    model = worker.models["win"]
-
-    @app.agent(source("sf.cdc.Opportunity"), name="agents.opportunities")
-    async def opportunities(stream: Any) -> None:
-        async for event in stream.events():
-            change = await _decode(worker, emitter, "agents.opportunities", event)
-            if not isinstance(change, RecordChanged):
-                continue
-            key = change.subject
-            before = table.get(key)
-            after = opportunity_insights.fold(before, change)
-            if before and before.get("onboarding_id"):
-                after["onboarding_id"] = before["onboarding_id"]
-            emissions: list[Emission] = []
-            if opportunity_insights.triggers(change, after):
-                record = opportunity_insights.scoring_record(after)
-                began = time.perf_counter()
-                (score,) = score_records(model, [record], change.time.date())
-                metrics.INFERENCE_LATENCY.labels(model.name).observe(time.perf_counter() - began)
-                decision = opportunity_insights.decide(change, after, score, flows.opportunity)
-                emissions.extend(decision.emissions)
-                metrics.OPPORTUNITIES_SYNCED.inc()
-                metrics.WORKFLOW_RUNS.labels(opportunity_insights.WORKFLOW, decision.outcome).inc()
-            if onboarding.triggers(change, after, before) and not after.get("onboarding_id"):
-                state, decision = onboarding.start(change, after, flows.onboarding)
-                emissions.extend(decision.emissions)
-                after["onboarding_id"] = state["onboarding_id"]
-                metrics.WORKFLOW_RUNS.labels(onboarding.WORKFLOW, "started").inc()
-            await emitter.send(emissions)
-            table[key] = after
-            if emissions:
-                _observe_latency(change)
+        worker.app.on_before_shutdown.connect(cast(Any, _stop_batches))
 
 
 def _onboarding_agent(worker: Worker, emitter: Emitter, source: Any, tick_seconds: float) -> None:

@@ -18,6 +18,11 @@ A record that cannot be decoded goes to ``dlq.ingest`` with the reason, inside t
 same transaction as the batch's other output, and is counted; it never stops the
 batch. Several processes may run the same processor: they share the partitions
 through the consumer group, and a fenced (zombie) instance cannot commit.
+
+A stateful handler (the opportunity agent) keeps its per-key state in a
+:class:`~streams.worker.state.ChangelogState`: the state a batch changes is appended in
+the batch's transaction and applied in memory only once it commits, and a partition's
+state is restored before any of its records is decided.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from sfe import metrics
 from sfe.kafka_security import client_config
 from streams.ingest.appender import message_headers
 from streams.lag import ConfluentLag
+from streams.worker.state import ChangelogState
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +99,9 @@ class TransactionalBatchProcessor:
         batch_wait_seconds: float = 0.1,
         instance_id: str | None = None,
         group_id: str | None = None,
+        state: ChangelogState | None = None,
     ) -> None:
+        """A processor of ``topics``; ``state`` is the handler's state, if it keeps any."""
         self.name = name
         self.codec = codec
         self.prefix = topic_prefix
@@ -101,6 +109,8 @@ class TransactionalBatchProcessor:
         self.handler = handler
         self.batch_size = batch_size
         self.batch_wait_seconds = batch_wait_seconds
+        self.state = state
+        self._assigned: set[tuple[str, int]] = set()
         self.group_id = group_id or f"{topic_prefix}sfe.worker.{name}"
         instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self.consumer = Consumer(
@@ -141,9 +151,28 @@ class TransactionalBatchProcessor:
 
     def start(self) -> None:
         """Initialise transactions (fencing older instances of this id) and subscribe."""
+        if self.state is not None:
+            self.state.ensure_topic()
         self.producer.init_transactions(30)
-        self.consumer.subscribe([self.prefix + topic for topic in self.topics])
+        self.consumer.subscribe(
+            [self.prefix + topic for topic in self.topics],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
         self._ready = True
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Called inside consume(), before any record of these partitions is returned.
+        if self.state is not None:
+            self.state.restore(tp.partition for tp in partitions)
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        if self.state is not None:
+            still = {partition for _topic, partition in self._assigned}
+            self.state.release(tp.partition for tp in partitions if tp.partition not in still)
 
     def close(self) -> None:
         """Leave the group and release the clients."""
@@ -182,6 +211,8 @@ class TransactionalBatchProcessor:
                 raise KafkaException(error)
             topic = str(message.topic())
             partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+            if (topic, partition) not in self._assigned:
+                continue  # read just before its partition was revoked: its new owner decides
             first.setdefault((topic, partition), offset)
             last[(topic, partition)] = offset
             catalogue_topic = topic.removeprefix(self.prefix)
@@ -192,22 +223,31 @@ class TransactionalBatchProcessor:
                 dead.append(self._dead_letter(message, exc))
                 continue
             consumed.append(Consumed(catalogue_topic, partition, offset, event))
+        if not last:
+            return BatchStats(0, 0, 0)
         try:
             emissions = await self.handler(consumed)
         except Exception:
             metrics.OPERATIONS.labels(self.name, "error").inc(len(consumed))
+            self._discard_state()
             self._rewind(first)
             raise
         try:
             self._commit(emissions, dead, last)
         except KafkaException as exc:
             metrics.OPERATIONS.labels(self.name, "error").inc(len(consumed))
+            self._discard_state()
             log.warning(
                 "batch rolled back; it will be read again",
                 extra={"processor": self.name, "error": str(exc), "records": len(messages)},
             )
             self._rewind(first)
             return BatchStats(0, 0, 0)
+        except BaseException:
+            self._discard_state()
+            raise
+        if self.state is not None:
+            self.state.apply_staged()
         now = time.time()
         for item in consumed:
             if isinstance(item.event, RecordChanged):
@@ -215,6 +255,10 @@ class TransactionalBatchProcessor:
                 metrics.PROCESSING_LATENCY.labels("decision").observe(max(0.0, now - committed))
         metrics.OPERATIONS.labels(self.name, "success").inc(len(consumed))
         return BatchStats(len(consumed), len(dead), len(emissions))
+
+    def _discard_state(self) -> None:
+        if self.state is not None:
+            self.state.discard_staged()
 
     def _dead_letter(self, message: Message, error: UndecodableEvent) -> Event:
         _kind, millis = message.timestamp()
@@ -265,6 +309,8 @@ class TransactionalBatchProcessor:
             for letter in dead:
                 self._produce(DLQ_TOPIC, letter.subject, letter)
                 metrics.EVENTS_PRODUCED.labels(DLQ_TOPIC).inc()
+            if self.state is not None:
+                self.state.produce_staged(self.producer)
             offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
             self.producer.send_offsets_to_transaction(
                 offsets, self.consumer.consumer_group_metadata(), 30

@@ -65,6 +65,7 @@ def worker(ctx: click.Context, roles: tuple[str, ...], metrics_port: int | None)
 
     from sfe.cli import privacy_from_ctx, settings_from
     from streams.worker.app import (
+        BATCH_ROLES,
         ROLES,
         DriftReporter,
         ModelMissing,
@@ -100,8 +101,8 @@ def worker(ctx: click.Context, roles: tuple[str, ...], metrics_port: int | None)
     click.echo(f"worker roles {', '.join(chosen)}; metrics at {server.url}/metrics", err=True)
     drift = DriftReporter(list(built.models.values()), settings.drift_report_seconds).start()
     try:
-        if set(chosen) == {"leads"}:
-            # Only the batch path: no Faust agent to run, so no Faust consumer either.
+        if set(chosen) <= BATCH_ROLES:
+            # Only batch processors: no Faust agent to run, so no Faust consumer either.
             asyncio.run(_run_processors(built.processors))
         else:
             FaustWorker(

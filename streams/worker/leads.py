@@ -13,12 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from itertools import groupby
 
 from agents import lead_qualification as flow
 from agents.base import Emission
 from agents.enrichment import EnrichmentProvider
-from agents.scoring import Score, score_records
+from agents.scoring import score_as_of_their_days
 from ml.inference import LoadedModel
 from schema_registry.events import LeadRoute, PlatformEventPublished, RecordChanged
 from sfe import metrics
@@ -87,16 +86,9 @@ class LeadQualificationHandler:
         answers = await self.enrichment.enrich([fact.fields for fact in facts])
         records = [flow.scoring_record(f, a) for f, a in zip(facts, answers, strict=True)]
         began = time.perf_counter()
-        # Features relative to "today" are computed as of each fact's own date, so
-        # re-deciding later yields the same inputs.
-        indexed = sorted(enumerate(facts), key=lambda pair: pair[1].cause.time.date())
-        by_position: dict[int, Score] = {}
-        for day, group in groupby(indexed, key=lambda pair: pair[1].cause.time.date()):
-            members = list(group)
-            scored = score_records(self.model, [records[i] for i, _ in members], as_of=day)
-            for (i, _), score in zip(members, scored, strict=True):
-                by_position[i] = score
-        scores = [by_position[i] for i in range(len(facts))]
+        scores = score_as_of_their_days(
+            self.model, [(f.cause.time.date(), r) for f, r in zip(facts, records, strict=True)]
+        )
         metrics.INFERENCE_LATENCY.labels(self.model.name).observe(time.perf_counter() - began)
         emissions: list[Emission] = []
         for fact, score, answer in zip(facts, scores, answers, strict=True):

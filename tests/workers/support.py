@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -188,12 +189,18 @@ def wait_for_samples(port: int, family: str, timeout: float = 30, **labels: str)
     """The samples of metric ``family`` with ``labels`` that a process on ``port`` serves.
 
     Asks ``/metrics`` once a second until some appear or ``timeout`` passes (then the
-    empty list).
+    empty list); a process still starting (refusing connections) is waited for too.
     """
     deadline = time.monotonic() + timeout
     while True:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            body = response.read().decode()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                body = reply.read().decode()
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+            continue
         found = [
             sample
             for metric in text_string_to_metric_families(body)

@@ -169,11 +169,11 @@ def test_stage_changes_get_insights_and_closed_won_completes_onboarding(
     # The echoed stage change started nothing beyond the CREATE's insight.
     assert not [w for w in writes(commands, echoed) if "Provisioning_Status__c" in w.fields]
 
-    # The agents' consumer group reports its lag per partition it holds.
+    # The opportunity agent's consumer group reports its lag per partition it holds.
     lag = wait_for_samples(
         metrics_port,
         "sfe_consumer_lag_records",
-        group=f"{prefix}sfe-worker",
+        group=f"{prefix}sfe.worker.opportunities",
         topic="sf.cdc.Opportunity",
     )
     assert lag and all(sample.value >= 0 for sample in lag)
