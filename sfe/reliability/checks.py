@@ -9,11 +9,12 @@ independently kept sets and counts both directions:
   by identity ``(entity, transactionKey, sequenceNumber, record id)``. A change whose
   event was purged before the ingestor read it (the replay-id expiry fault) counts as
   recovered when a snapshot of its record was appended after the purge;
-- **decisions**: ``decisions.leads`` (transactional) holds one ``LeadScored`` per lead
-  created and no id twice; on the Faust agents' topics (at least once, deterministic
-  ids) each cause has one decision id (repeated ids are counted as redeliveries), every
-  Opportunity change the insight agent triggers on caused an insight, every deal won
-  an onboarding plan and every account of the churn batch an assessment;
+- **decisions**: ``decisions.leads`` holds one ``LeadScored`` per lead created; on
+  the topics written in transactions (:data:`TRANSACTIONAL_DECISIONS`) no fact is
+  decided twice; on every decision topic each cause has one decision id (repeated ids
+  are counted as redeliveries where the agent is at least once), every Opportunity
+  change the insight agent triggers on caused an insight, every deal won an onboarding
+  plan and every account of the churn batch an assessment;
 - **projection rows**: ``sync_log``, ``ml_predictions`` and ``workflow_executions``
   against the ids on ``command.results``, ``predictions`` and ``workflow.events``;
   the sink's ``salesforce_commands`` against the ids on ``commands.salesforce``;
@@ -156,14 +157,14 @@ class Check:
         if len(self.examples) < 10:
             self.examples.append(text)
 
-    def line(self) -> str:
-        """One line for the summary."""
+    def line(self, width: int = 34) -> str:
+        """One line for the summary, the name padded to ``width``."""
         extra = f", {self.recovered:,} recovered by snapshot" if self.recovered else ""
         if self.redelivered:
             extra += f", {self.redelivered:,} redelivered copies"
         verdict = "ok" if self.ok else "FAILED " + "; ".join(self.examples)
         return (
-            f"{self.name:<34} expected {self.expected:>7,}  found {self.found:>7,}  "
+            f"{self.name:<{width}} expected {self.expected:>7,}  found {self.found:>7,}  "
             f"lost {self.lost:>3}  duplicated {self.duplicated:>3}  unexpected "
             f"{self.unexpected:>3}{extra}  {verdict}"
         )
@@ -280,6 +281,9 @@ def check_changes(
 
 # -- decisions ----------------------------------------------------------------------------
 
+#: Decision topics written in Kafka transactions with the consumed offsets.
+TRANSACTIONAL_DECISIONS = ("decisions.leads", "decisions.opportunities", "decisions.onboarding")
+
 
 def check_decisions(
     decisions: Iterable[Logged],
@@ -290,10 +294,10 @@ def check_decisions(
 ) -> list[Check]:
     """One decision per cause, none missing; repeated ids only where delivery allows them.
 
-    ``decisions.leads`` is written in Kafka transactions (exactly once in the log): any
-    repeated id there is a duplicate. The Faust agents' topics are at least once with
-    deterministic ids: a repeated id is a redelivery, but two different ids for one
-    cause would be two decisions.
+    The lead and opportunity agents append in Kafka transactions (exactly once in the
+    log): one fact decided twice there is a duplicate. The Faust agents' topics are at
+    least once with deterministic ids: a repeated id is a redelivery, but two different
+    ids for one cause would be two decisions.
     """
     logged = list(decisions)
     lead_path = [e for e in logged if e.topic.endswith("decisions.leads")]
@@ -309,11 +313,15 @@ def check_decisions(
         lead_ids,
         [lead for lead, ids in per_lead.items() for _ in ids],
     )
-    # The lead path appends in Kafka transactions: one fact decided twice is a duplicate;
-    # the same decision again from another fact is a redelivery.
-    facts = [(e.event.id, e.event.causation_id or "") for e in lead_path]
-    lead_ids_check = compare("decisions.leads: each fact once (txn)", set(facts), facts)
-    lead_ids_check.redelivered = len(set(facts)) - len({e.event.id for e in lead_path})
+    transactional = []
+    for topic in TRANSACTIONAL_DECISIONS:
+        # One fact decided twice is a duplicate; the same decision again from another
+        # fact (a recovery snapshot of a lead) is a redelivery.
+        written = [e for e in logged if e.topic.endswith(topic)]
+        facts = [(e.event.id, e.event.causation_id or "") for e in written]
+        check = compare(f"{topic}: each fact once (txn)", set(facts), facts)
+        check.redelivered = len(set(facts)) - len({e.event.id for e in written})
+        transactional.append(check)
     causes: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for entry in agents:
         event = entry.event
@@ -342,7 +350,7 @@ def check_decisions(
     }
     checks = [
         leads,
-        lead_ids_check,
+        *transactional,
         by_cause,
         _located(
             compare("opportunity insights: one per trigger", causes_of_insights, list(insights)),

@@ -172,7 +172,8 @@ class SoakVerdict:
         for name, reasons in sorted(self.crashes.items()):
             for reason, times in sorted(reasons.items(), key=lambda pair: -pair[1]):
                 out.append(f"Crashed           {name} x{times}: {reason}")
-        out += ["Checks"] + [f"  {check.line()}" for check in self.checks]
+        width = max((len(check.name) for check in self.checks), default=0)
+        out += ["Checks"] + [f"  {check.line(width)}" for check in self.checks]
         out += [f"  error: {error}" for error in self.errors]
         if not self.drained:
             out.append("  the pipeline did not drain")

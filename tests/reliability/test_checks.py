@@ -10,6 +10,7 @@ from projections.salesforce_sink import AGENT as SINK_AGENT
 from schema_registry.events import (
     ChangeEventHeader,
     ChangeType,
+    ChurnRiskAssessed,
     CommandExecuted,
     CommandOutcome,
     Event,
@@ -92,6 +93,14 @@ def plan(opportunity: str, event_id: str, cause: str) -> OnboardingPlanned:
     )  # fmt: skip
 
 
+def assessed(account: str, event_id: str, cause: str) -> ChurnRiskAssessed:
+    return ChurnRiskAssessed(
+        id=event_id, source="t", subject=account, time=NOW, causation_id=cause,
+        model=ModelRef(name="churn", version="1"), as_of=NOW.date(), churn_probability=0.2,
+        risk_factors=(), intervention_plan=(), high_risk=False,
+    )  # fmt: skip
+
+
 def test_compare_counts_lost_duplicated_and_unexpected() -> None:
     check = compare("x", {"a", "b", "c"}, ["a", "a", "a", "b", "z"])
     assert (check.expected, check.found, check.lost, check.duplicated, check.unexpected) == (
@@ -143,13 +152,18 @@ def test_decisions_lead_path_repeats_fail_agent_repeats_are_redeliveries() -> No
     ]
     agents = [
         logged(plan("006A", "o1", "c1"), "p.decisions.onboarding"),
-        logged(plan("006A", "o1", "c1"), "p.decisions.onboarding"),  # redelivered
+        logged(assessed("001A", "a1", "b1"), "p.decisions.churn"),
+        logged(assessed("001A", "a1", "b1"), "p.decisions.churn"),  # redelivered (Faust)
     ]
     checks = {
-        c.name: c for c in check_decisions([*leads, *agents], ["00Q1", "00Q2"], [], ["006A"], None)
+        c.name: c for c in check_decisions([*leads, *agents], ["00Q1", "00Q2"], [], ["006A"], 1)
     }
     assert all(c.ok for c in checks.values())
     assert checks["agent decisions: one id per cause"].redelivered == 1
+    # A plan appended twice: its agent writes in transactions, so that is a duplicate.
+    replanned = [*agents, logged(plan("006A", "o1", "c1"), "p.decisions.onboarding")]
+    checks = {c.name: c for c in check_decisions(replanned, [], [], ["006A"], 1)}
+    assert checks["decisions.onboarding: each fact once (txn)"].duplicated == 1
     # The same fact decided twice in the transactional path is a duplicate ...
     twice = [*leads, logged(scored("00Q1", "d1"), "p.decisions.leads")]
     checks = {c.name: c for c in check_decisions(twice, ["00Q1", "00Q2"], [], [], None)}

@@ -5,8 +5,7 @@ broker and PostgreSQL cluster (it restarts both) with the session's small models
 drives a low-rate workload for 150 s and injects every kind of
 :data:`sfe.reliability.FAULT_KINDS` along the way. The tests then read its verdict:
 nothing lost, nothing applied twice, every fault injected and seen to bite, and no
-process or folder of the soak left behind. One loss is a known open finding
-(RELIABILITY.md): its check is reported by its own test, expected to fail until fixed.
+process or folder of the soak left behind.
 """
 
 from __future__ import annotations
@@ -72,34 +71,20 @@ def by_name(result: Soaked) -> dict[str, Check]:
     return {check.name: check for check in result.verdict.checks}
 
 
-#: Checks with an open finding (RELIABILITY.md, "Findings"): reported, not yet enforced.
-#: Both are decided by the Faust opportunity agent, which can lose its input's events.
-OPEN_FINDINGS = {"opportunity insights: one per trigger", "onboarding plans: one per deal won"}
-
-
-def test_nothing_is_duplicated_and_nothing_lost_but_the_open_finding(soak: Soaked) -> None:
+def test_nothing_is_duplicated_and_nothing_lost(soak: Soaked) -> None:
     verdict = soak.verdict
     assert verdict is not None, output(soak)
     assert verdict.duplicated == 0, output(soak)
     assert verdict.unexpected == 0, output(soak)
     assert verdict.redundant_writes == 0, output(soak)
     assert verdict.errors == [], output(soak)
-    lost = {c.name: c.lost for c in verdict.checks if c.lost and c.name not in OPEN_FINDINGS}
-    assert lost == {}, output(soak)
-    # Not drained only when the insights of the open finding (and what they cause) are
-    # missing: every other check found everything.
-    assert verdict.drained or any(by_name(soak)[name].lost for name in OPEN_FINDINGS)
+    assert {c.name: c.lost for c in verdict.checks if c.lost} == {}, output(soak)
+    assert verdict.drained, output(soak)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="RELIABILITY.md finding 3: the opportunity agent (Faust, at least once) can lose "
-    "insight runs and onboarding starts across worker kills and a broker restart; cause open",
-)
 def test_the_soak_passes_as_a_whole(soak: Soaked) -> None:
     verdict = soak.verdict
     assert verdict is not None, output(soak)
-    assert verdict.drained, output(soak)
     assert verdict.lost == 0, output(soak)
     assert verdict.ok and soak.exit_code == 0, output(soak)
     assert "=> PASS" in output(soak)
