@@ -8,15 +8,20 @@ offsets, is the source of truth for where the projection stands. Positions are
 recorded for every consumed record, including the ones a projection ignores.
 Kafka offsets are committed too, after the database, only so that lag is visible
 to operators.
+
+While PostgreSQL is unreachable (a restart, a fail-over) :meth:`ProjectionRunner.run`
+waits and applies the failed batch again, from its first records, for up to
+``database_wait_seconds``; only a longer outage ends the run with the error.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -28,12 +33,17 @@ from confluent_kafka import (
 )
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from projections.tables import projection_offsets
 from sfe.kafka_security import client_config
 from streams.lag import ConfluentLag
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Errors of an unreachable database (refused, reset, shut down), worth waiting out.
+UNREACHABLE = (OperationalError, InterfaceError)
 
 
 class Projection(Protocol):
@@ -94,8 +104,10 @@ class ProjectionRunner:
         projection: Projection,
         batch_size: int = 1000,
         poll_timeout_s: float = 0.5,
+        database_wait_seconds: float = 120.0,
     ) -> None:
         """Create the consumer (read_committed, no auto-commit) for ``projection``."""
+        self.database_wait_seconds = database_wait_seconds
         self.engine = engine
         self.projection = projection
         self.batch_size = batch_size
@@ -118,8 +130,11 @@ class ProjectionRunner:
         self._lag = ConfluentLag(self._consumer, group)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        with self.engine.connect() as connection:
-            positions = stored_positions(connection, self.projection.name)
+        def read() -> dict[tuple[str, int], int]:
+            with self.engine.connect() as connection:
+                return stored_positions(connection, self.projection.name)
+
+        positions = self.waiting_for_the_database(read, threading.Event())
         for partition in partitions:
             stored = positions.get((partition.topic, partition.partition))
             partition.offset = OFFSET_BEGINNING if stored is None else stored + 1
@@ -149,19 +164,54 @@ class ProjectionRunner:
         for record in records:
             key = (str(record.topic()), int(record.partition() or 0))
             positions[key] = max(positions.get(key, -1), int(record.offset() or 0))
-        with self.engine.begin() as connection:
-            self.projection.project(connection, records)
-            store_positions(connection, self.projection.name, positions)
+        try:
+            with self.engine.begin() as connection:
+                self.projection.project(connection, records)
+                store_positions(connection, self.projection.name, positions)
+        except UNREACHABLE:
+            self._rewind(records)
+            raise
         self._consumer.commit(
             offsets=[TopicPartition(t, p, o + 1) for (t, p), o in positions.items()],
             asynchronous=True,
         )
         return BatchResult(len(records), positions)
 
+    def _rewind(self, records: Sequence[Message]) -> None:
+        """Seek back to the first of ``records`` per partition: the batch is read again."""
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            first.setdefault(
+                (str(record.topic()), int(record.partition() or 0)), int(record.offset() or 0)
+            )
+        for (topic, partition), offset in first.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def waiting_for_the_database(self, call: Callable[[], T], stop: threading.Event) -> T:
+        """``call``, again with backoff while PostgreSQL is unreachable, up to the wait time."""
+        deadline = time.monotonic() + self.database_wait_seconds
+        wait = 0.5
+        while True:
+            try:
+                return call()
+            except UNREACHABLE as exc:
+                if time.monotonic() + wait > deadline or stop.is_set():
+                    raise
+                log.warning(
+                    "PostgreSQL is unreachable; the batch will be applied again",
+                    extra={
+                        "projection": self.projection.name,
+                        "error": str(exc).splitlines()[0][:200],
+                        "wait_s": wait,
+                    },
+                )
+                stop.wait(wait)
+                wait = min(wait * 2, 8.0)
+
     def run(self, stop: threading.Event) -> None:
-        """Process batches until ``stop`` is set."""
+        """Process batches until ``stop`` is set; a database outage is waited out."""
         while not stop.is_set():
-            self.process_batch()
+            self.waiting_for_the_database(self.process_batch, stop)
 
     def close(self) -> None:
         """Leave the consumer group."""

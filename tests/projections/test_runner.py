@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,11 +13,12 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from projections.runner import ProjectionRunner, stored_positions
 from sfe.settings import Settings
 from tests.kafka_helpers import delete_topics_with_prefix
+from tests.ports import free_port
 from tests.projections.support import RecordingProjection
 
 pytestmark = pytest.mark.integration
@@ -155,3 +158,41 @@ def test_sigkill_mid_stream_then_restart_applies_every_event_exactly_once(
     values = row_values(engine, projection.table)
     assert len(values) == total
     assert len(set(values)) == total
+
+
+def test_a_database_outage_is_waited_out_and_the_failed_batch_applied_again(
+    stack: Settings,
+    engine: Engine,
+    projection: RecordingProjection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = projection.topics[0]
+    produce(stack, topic, [f"event-{i}" for i in range(100)])
+    runner = ProjectionRunner(stack.kafka_bootstrap, engine, projection, batch_size=40)
+    assert drain(runner, 100) == 100  # assigned, positions stored
+    # PostgreSQL goes away: nothing listens where the runner now connects.
+    unreachable = create_engine(
+        make_url(stack.sqlalchemy_url()).set(port=free_port()), connect_args={"connect_timeout": 2}
+    )
+    runner.engine = unreachable
+    produce(stack, topic, [f"event-{i}" for i in range(100, 250)])
+    stop = threading.Event()
+    running = threading.Thread(target=runner.run, args=(stop,))
+    with caplog.at_level(logging.WARNING, logger="projections.runner"):
+        running.start()
+        try:
+            deadline = time.monotonic() + 60
+            while "PostgreSQL is unreachable" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "PostgreSQL is unreachable" in caplog.text
+            runner.engine = engine  # back again
+            while len(row_values(engine, projection.table)) < 250 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            running.join(30)
+            runner.close()
+            unreachable.dispose()
+    assert not running.is_alive()
+    # The batches read during the outage were applied once it ended: none skipped, none twice.
+    assert sorted(row_values(engine, projection.table)) == sorted(f"event-{i}" for i in range(250))
