@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from sfe.privacy.setup import privacy_from
 from sfe.privacy.vault import VaultTransitWrapper
 from sfe.secrets import VaultClient
 from sfe.settings import Settings, SettingsError
+from tests.http_helpers import JsonHandler
 from tests.security.test_audit import database, engine
 from tests.workers.support import change
 
@@ -40,30 +40,19 @@ class TransitVault:
         self.requests: list[str] = []
         vault = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+        class Handler(JsonHandler):
+            def on_post(self) -> None:
                 if self.headers.get("X-Vault-Token") != TOKEN:
-                    return self._reply(403, {"errors": ["permission denied"]})
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                    return self.reply(403, {"errors": ["permission denied"]})
+                body = self.read_json()
                 vault.requests.append(self.path)
                 if self.path == "/v1/transit/encrypt/sfe-privacy":
                     results = [vault.encrypt(item["plaintext"]) for item in body["batch_input"]]
                 elif self.path == "/v1/transit/decrypt/sfe-privacy":
                     results = [vault.decrypt(item["ciphertext"]) for item in body["batch_input"]]
                 else:
-                    return self._reply(404, {"errors": []})
-                self._reply(200, {"data": {"batch_results": results}, "warnings": None})
-
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+                    return self.reply(404, {"errors": []})
+                self.reply(200, {"data": {"batch_results": results}, "warnings": None})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -9,12 +9,11 @@ and CA; wrong credentials and credentials in the URL are refused.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from schema_registry.wire import ConfluentFormat
 from sfe.secrets import Secret
 from sfe.settings import Settings, SettingsError
 from simulator.tls import TlsFiles, ensure_tls
+from tests.http_helpers import JsonHandler
 from tests.workers.support import change
 
 USER, PASSWORD = "registry-key", "registry-secret"
@@ -41,42 +41,33 @@ class SecureRegistry:
         registry = self
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
+            content_type = "application/vnd.schemaregistry.v1+json"
+
             def _authorized(self) -> bool:
                 if self.headers.get("Authorization") == expected:
                     return True
                 registry.refused += 1
-                self._reply(401, {"error_code": 401, "message": "Unauthorized"})
+                self.reply(401, {"error_code": 401, "message": "Unauthorized"})
                 return False
 
-            def do_POST(self) -> None:
+            def on_post(self) -> None:
                 if not self._authorized():
                     return
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.read_json()
                 if not re.match(r"^/subjects/[^/]+/versions", self.path):
-                    return self._reply(404, {"error_code": 404, "message": "not found"})
+                    return self.reply(404, {"error_code": 404, "message": "not found"})
                 if body["schema"] not in registry.schemas:
                     registry.schemas.append(body["schema"])
-                self._reply(200, {"id": registry.schemas.index(body["schema"]) + 1})
+                self.reply(200, {"id": registry.schemas.index(body["schema"]) + 1})
 
-            def do_GET(self) -> None:
+            def on_get(self) -> None:
                 if not self._authorized():
                     return
                 found = re.match(r"^/schemas/ids/(\d+)", self.path)
                 if found is None or int(found[1]) > len(registry.schemas):
-                    return self._reply(404, {"error_code": 40403, "message": "not found"})
-                self._reply(200, {"schema": registry.schemas[int(found[1]) - 1]})
-
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+                    return self.reply(404, {"error_code": 40403, "message": "not found"})
+                self.reply(200, {"schema": registry.schemas[int(found[1]) - 1]})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,6 +63,7 @@ from streams.salesforce.auth import (
 from streams.salesforce.errors import LoginFailed
 from streams.salesforce.rest import RefreshingSalesforce, auth_config, connect, http_session
 from streams.salesforce.streaming import ConfiguredAuthenticator
+from tests.http_helpers import JsonHandler
 from tests.kafka_helpers import catalogue_topics
 
 USERNAME = "integration@sfe.local"
@@ -150,16 +151,16 @@ class KvV2Vault:
         self.reads = 0
         vault = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+        class Handler(JsonHandler):
+            def on_get(self) -> None:
                 if self.headers.get("X-Vault-Token") != vault.token:
-                    return self._reply(403, {"errors": ["permission denied"]})
+                    return self.reply(403, {"errors": ["permission denied"]})
                 prefix = "/v1/secret/data/"
                 path = self.path.removeprefix(prefix) if self.path.startswith(prefix) else None
                 if path is None or path not in vault.secrets:
-                    return self._reply(404, {"errors": []})
+                    return self.reply(404, {"errors": []})
                 vault.reads += 1
-                self._reply(
+                self.reply(
                     200,
                     {
                         "request_id": "4c9b1c2e-0000-0000-0000-000000000000",
@@ -181,17 +182,6 @@ class KvV2Vault:
                         "auth": None,
                     },
                 )
-
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
