@@ -59,6 +59,8 @@ from streams.worker.state import ChangelogState
 log = logging.getLogger(__name__)
 
 DLQ_TOPIC = "dlq.ingest"
+#: Longest wait for a previous owner's pending transaction (its timeout is 60 s).
+STABLE_OFFSETS_TIMEOUT_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,14 @@ class TransactionalBatchProcessor:
         )
         self._ready = True
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Called inside consume(), before any record of these partitions is returned.
-        if self.state is not None:
+        if self.state is not None and partitions:
+            # A barrier first: a read_committed consumer's offset fetch waits while a
+            # transaction of the partitions' previous owner (a member the group gave up
+            # on, still committing) holds offsets pending, so the state read next holds
+            # everything committed up to the offsets this process will start from.
+            consumer.committed(partitions, timeout=STABLE_OFFSETS_TIMEOUT_SECONDS)
             self.state.restore(tp.partition for tp in partitions)
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
 

@@ -16,8 +16,9 @@ offsets, and the batch read again decides from exactly the state it was first de
 from.
 
 When the group gives this process a partition, its state is read from the state topic
-(``read_committed``, up to the last stable offset) before any of its input is decided;
-a partition taken away is forgotten. Values are kept in memory as their JSON round trip,
+(``read_committed``, up to the last stable offset) before any of its input is decided,
+once the partition's committed offset is stable (the processor waits out a transaction
+the previous owner may still be committing); a partition taken away is forgotten. Values are kept in memory as their JSON round trip,
 so a value decides alike whether it was just staged or restored after a restart.
 """
 
