@@ -213,6 +213,9 @@ class Settings(BaseSettings):
     # (<state_dir>/privacy/master.key, made by `sfe stack up`), else processes refuse to start.
     privacy_encryption: bool = True
     privacy_master_key: Secret | None = None
+    # During a master-key rotation, the other master key: keys it wrapped are read too, it
+    # never wraps one (docs/privacy.md, "Rotating the master key").
+    privacy_master_key_secondary: Secret | None = None
     # Or wrap the subject keys with a key of Vault's transit engine (VAULT_ADDR, VAULT_TOKEN):
     # "vault-transit", with the engine's mount and the key's name.
     privacy_key_wrapper: Literal["master", "vault-transit"] = "master"
@@ -401,6 +404,7 @@ _SECRETS_READ_AT_START = (
     "notify_slack_webhook_url",
     "notify_smtp_password",
     "privacy_master_key",
+    "privacy_master_key_secondary",
 )
 
 

@@ -1,4 +1,4 @@
-"""`sfe privacy erase | status`: crypto-shred a data subject, or say whether it still has a key.
+"""`sfe privacy erase | status | rewrap`: crypto-shred a data subject, check one, rotate keys.
 
 ``erase --subject <record id | e-mail>`` destroys the subject's key (every subject
 indexed under the address, for an e-mail), appends the erasure to the audit trail in
@@ -6,6 +6,10 @@ the same database transaction, then records a :class:`SubjectErased` event on
 ``privacy.erasures``. From then on the subject's personal values read as erased in
 every topic and table, replays included. Running processes drop the key from their
 cache within ``SFE_PRIVACY_KEY_CACHE_SECONDS``. Erasing again is harmless.
+
+``rewrap`` wraps every subject key still held by the secondary master key
+(``SFE_PRIVACY_MASTER_KEY_SECONDARY``) with the current wrapper, and audits it: the step
+of a master-key rotation after which the old key can be retired (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -21,13 +25,20 @@ from schema_registry.codec import Codec
 from schema_registry.events import SubjectErased
 from sfe import audit
 from sfe.kafka_security import client_config
-from sfe.privacy.keystore import PostgresKeyStore, email_digest, index_key
+from sfe.privacy.keystore import (
+    KeyStoreError,
+    KeyStoreUnavailable,
+    PostgresKeyStore,
+    email_digest,
+    index_key,
+)
 from sfe.privacy.policy import is_record_id
 from sfe.privacy.setup import key_store
 from sfe.settings import Settings, SettingsError
 
 TOPIC = "privacy.erasures"
 AUDIT_ACTION = "privacy.erase"
+REWRAP_ACTION = "privacy.rewrap"
 SOURCE = "sfe.privacy"
 _SUBJECT_HELP = "a record id (00Q..., 003...) or an e-mail address"
 
@@ -142,6 +153,51 @@ def status_command(ctx: click.Context, subject: str) -> None:
     for name in subjects:
         state = "unknown" if name not in keys else "erased" if keys[name] is None else "key held"
         click.echo(f"{name} {state}")
+
+
+@privacy_group.command("rewrap")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Keys per transaction.",
+)
+@click.pass_context
+def rewrap_command(ctx: click.Context, batch_size: int) -> None:
+    """Wrap every subject key with the current master key (the end of a rotation)."""
+    from sfe.cli import EXIT_USAGE
+
+    settings = _settings(ctx)
+    store = _store(ctx, settings)
+    try:
+        try:
+            moved = store.rewrap(batch_size)
+        except KeyStoreUnavailable as exc:
+            raise click.ClickException(f"the key wrapper cannot be reached: {exc}") from None
+        except KeyStoreError as exc:
+            click.echo(f"sfe privacy rewrap: {exc}", err=True)
+            ctx.exit(EXIT_USAGE)
+        left = {name: n for name, n in store.wrapped_by().items() if name != store.wrapper.name}
+        with store.engine.begin() as connection:
+            audit.record(
+                connection,
+                REWRAP_ACTION,
+                store.namespace or "(no prefix)",
+                {"rewrapped": dict(moved), "now_wrapped_by": store.wrapper.name},
+            )
+    finally:
+        store.engine.dispose()
+    total = sum(moved.values())
+    click.echo(f"{total} key(s) rewrapped with {store.wrapper.name}")
+    for name, count in sorted(moved.items()):
+        click.echo(f"  {count} from {name}")
+    if left:  # made by a process still wrapping with the old key while this ran
+        still = ", ".join(f"{n} by {name}" for name, n in sorted(left.items()))
+        raise click.ClickException(
+            f"keys still wrapped by another key: {still}; give every process the new "
+            "SFE_PRIVACY_MASTER_KEY, then run sfe privacy rewrap again"
+        )
 
 
 def _append(settings: Settings, event: SubjectErased) -> None:

@@ -7,6 +7,11 @@ project's database, each wrapped (AES-256-GCM) by a :class:`KeyWrapper`: by defa
 wrapper (a KMS, Vault's transit engine) plugs in behind the same two methods. An
 erased subject keeps a row without a key (a tombstone): asking for its key again
 returns None instead of making a new one, so nothing of it is sealed readably again.
+
+Every row names the wrapper that wrapped it. During a rotation of the master key (or a
+move to another wrapper) the store also reads keys wrapped by the ``secondary``
+wrappers, while new keys are wrapped by the current one; :meth:`PostgresKeyStore.rewrap`
+then moves every key to the current wrapper, after which the old one can be retired.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -31,6 +37,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    bindparam,
     delete,
     func,
     select,
@@ -170,10 +177,18 @@ class PostgresKeyStore:
     same record id in two of them has two keys, and erasing it in one leaves the other.
     """
 
-    def __init__(self, engine: Engine, wrapper: KeyWrapper, namespace: str = "") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        wrapper: KeyWrapper,
+        namespace: str = "",
+        secondary: Sequence[KeyWrapper] = (),
+    ) -> None:
+        """Keys wrapped by ``wrapper``; those wrapped by a ``secondary`` one are read too."""
         self.engine = engine
         self.wrapper = wrapper
         self.namespace = namespace
+        self.readers: dict[str, KeyWrapper] = {w.name: w for w in (*secondary, wrapper)}
 
     def __repr__(self) -> str:
         return f"PostgresKeyStore(namespace={self.namespace!r}, {self.wrapper!r})"
@@ -305,17 +320,89 @@ class PostgresKeyStore:
             if row.wrapped_key is None:
                 found[row.subject] = None
                 continue
-            if row.wrapped_by != self.wrapper.name:
-                raise KeyStoreError(
-                    f"the key of {row.subject} is wrapped by {row.wrapped_by}, "
-                    f"not by the configured {self.wrapper.name}"
-                )
-            held.append(row)
-        keys = self.wrapper.unwrap_many(
-            [(self._context(row.subject), bytes(row.wrapped_key)) for row in held]
-        )
-        found.update({row.subject: key for row, key in zip(held, keys, strict=True)})
+            held.append((row.subject, row.wrapped_by, bytes(row.wrapped_key)))
+        found.update(self._unwrap(held))
         return found
+
+    def _unwrap(self, rows: Sequence[tuple[str, str, bytes]]) -> dict[str, bytes]:
+        """The keys of (subject, wrapped_by, wrapped) rows, one call per wrapper."""
+        by_wrapper: dict[str, list[tuple[str, bytes]]] = {}
+        for subject, wrapped_by, wrapped in rows:
+            if wrapped_by not in self.readers:
+                raise KeyStoreError(
+                    f"the key of {subject} is wrapped by {wrapped_by}, not by the configured "
+                    f"{' or '.join(sorted(self.readers))}; during a master-key rotation set "
+                    f"SFE_PRIVACY_MASTER_KEY_SECONDARY to the other master key"
+                )
+            by_wrapper.setdefault(wrapped_by, []).append((subject, wrapped))
+        keys: dict[str, bytes] = {}
+        for name, items in by_wrapper.items():
+            opened = self.readers[name].unwrap_many(
+                [(self._context(subject), wrapped) for subject, wrapped in items]
+            )
+            keys.update({subject: key for (subject, _), key in zip(items, opened, strict=True)})
+        return keys
+
+    def wrapped_by(self) -> dict[str, int]:
+        """How many keys of the namespace each wrapper holds (erased subjects left out)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(subject_keys.c.wrapped_by, func.count())
+                .where(subject_keys.c.namespace == self.namespace)
+                .where(subject_keys.c.wrapped_key.is_not(None))
+                .group_by(subject_keys.c.wrapped_by)
+            ).all()
+        return {name: int(count) for name, count in rows}
+
+    def rewrap(self, batch_size: int = 500) -> Counter[str]:
+        """Wrap every key held by another wrapper with the current one; count them by wrapper.
+
+        Batches of ``batch_size`` rows, each in its own transaction with its rows locked
+        (other processes keep reading and making keys meanwhile). The old wrapper must be
+        among the ``secondary`` ones. A vacuum then drops the old wrapped bytes from the
+        table's pages, so the retired master key opens nothing left in the database.
+        """
+        moved: Counter[str] = Counter()
+        while True:
+            with self.engine.begin() as connection:
+                rows = connection.execute(
+                    select(
+                        subject_keys.c.subject,
+                        subject_keys.c.wrapped_by,
+                        subject_keys.c.wrapped_key,
+                    )
+                    .where(subject_keys.c.namespace == self.namespace)
+                    .where(subject_keys.c.wrapped_key.is_not(None))
+                    .where(subject_keys.c.wrapped_by != self.wrapper.name)
+                    .order_by(subject_keys.c.subject)
+                    .limit(batch_size)
+                    .with_for_update(skip_locked=True)
+                ).all()
+                if not rows:
+                    break
+                keys = self._unwrap([(r.subject, r.wrapped_by, bytes(r.wrapped_key)) for r in rows])
+                subjects = [row.subject for row in rows]
+                wrapped = self.wrapper.wrap_many(
+                    [(self._context(subject), keys[subject]) for subject in subjects]
+                )
+                connection.execute(
+                    update(subject_keys)
+                    .where(subject_keys.c.namespace == self.namespace)
+                    .where(subject_keys.c.subject == bindparam("row_subject"))
+                    .where(subject_keys.c.wrapped_by == bindparam("old_wrapper"))
+                    .values(wrapped_key=bindparam("new_key"), wrapped_by=self.wrapper.name),
+                    [
+                        {"row_subject": r.subject, "old_wrapper": r.wrapped_by, "new_key": new}
+                        for r, new in zip(rows, wrapped, strict=True)
+                    ],
+                )
+                moved.update(row.wrapped_by for row in rows)
+        if moved:
+            with self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            ) as connection:
+                connection.execute(text("VACUUM privacy_subject_keys"))
+        return moved
 
     def _context(self, subject: str) -> str:
         """What a wrapped key is bound to: namespace and subject."""

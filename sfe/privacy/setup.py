@@ -2,7 +2,8 @@
 
 The subject keys are wrapped by the master key (``SFE_PRIVACY_MASTER_KEY``, or the
 local stack's key file) or, with ``SFE_PRIVACY_KEY_WRAPPER=vault-transit``, by a key of
-Vault's transit engine.
+Vault's transit engine. ``SFE_PRIVACY_MASTER_KEY_SECONDARY`` names a second master key
+whose wrapped keys are read too, during a rotation.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sfe.secrets import SecretUnavailable, VaultClient, remember
 from sfe.settings import Settings, SettingsError
 
 MASTER_KEY_VARIABLE = "SFE_PRIVACY_MASTER_KEY"
+SECONDARY_KEY_VARIABLE = "SFE_PRIVACY_MASTER_KEY_SECONDARY"
 
 
 def local_master_key_file(settings: Settings) -> Path:
@@ -70,10 +72,20 @@ def key_wrapper(settings: Settings) -> KeyWrapper:
     return MasterKeyWrapper(master_key(settings))
 
 
+def secondary_wrappers(settings: Settings) -> list[KeyWrapper]:
+    """The wrappers read but never used to wrap: the secondary master key's, if set."""
+    secret = settings.privacy_master_key_secondary
+    if secret is None:
+        return []
+    return [MasterKeyWrapper(_decode(secret.get_secret_value(), SECONDARY_KEY_VARIABLE))]
+
+
 def key_store(settings: Settings, engine: Engine | None = None) -> PostgresKeyStore:
     """The subject keys of this environment (namespace: the topic prefix)."""
     engine = engine or create_engine(settings.sqlalchemy_url(), pool_pre_ping=True)
-    return PostgresKeyStore(engine, key_wrapper(settings), settings.topic_prefix)
+    return PostgresKeyStore(
+        engine, key_wrapper(settings), settings.topic_prefix, secondary_wrappers(settings)
+    )
 
 
 def privacy_from(settings: Settings, engine: Engine | None = None) -> Privacy | None:

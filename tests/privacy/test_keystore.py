@@ -127,6 +127,40 @@ def test_another_master_key_is_refused_by_name(engine: Engine) -> None:
         store(engine, os.urandom(32)).keys([LEAD], create=False)
 
 
+def test_a_rotation_reads_both_master_keys_then_moves_every_key_to_the_new_one(
+    engine: Engine,
+) -> None:
+    new_master = os.urandom(32)
+    old, new = MasterKeyWrapper(MASTER), MasterKeyWrapper(new_master)
+    subjects = [f"00Q8d00000003{n:02d}AAA" for n in range(30)]
+    before = store(engine).keys(subjects, create=True)
+    store(engine).erase([subjects[0]], "e-rotation")
+    # Step 1: the new key is read too, the old one still wraps.
+    step_one = PostgresKeyStore(engine, old, "test.", secondary=[new])
+    assert step_one.keys(subjects[1:], create=False) == {s: before[s] for s in subjects[1:]}
+    # Step 2: the new key wraps new subjects' keys; both are read.
+    step_two = PostgresKeyStore(engine, new, "test.", secondary=[old])
+    fresh = step_two.keys([OTHER], create=True)[OTHER]
+    assert step_one.keys([OTHER], create=False) == {OTHER: fresh}
+    with pytest.raises(KeyStoreError, match="SFE_PRIVACY_MASTER_KEY_SECONDARY"):
+        store(engine, new_master).keys([subjects[1]], create=False)
+    assert step_two.wrapped_by() == {old.name: 29, new.name: 1}
+    # Step 3: every key moves to the new master key; erased subjects stay erased.
+    moved = step_two.rewrap(batch_size=7)
+    assert moved == {old.name: 29}
+    assert step_two.wrapped_by() == {new.name: 30}
+    assert step_two.rewrap() == {}
+    # Step 4: the new key alone opens every key, unchanged.
+    alone = store(engine, new_master)
+    assert alone.keys([*subjects, OTHER], create=False) == {
+        subjects[0]: None,
+        **{s: before[s] for s in subjects[1:]},
+        OTHER: fresh,
+    }
+    with pytest.raises(KeyStoreError, match="wrapped by master:"):
+        store(engine).keys([subjects[1]], create=False)
+
+
 # -- the command line ------------------------------------------------------------------------
 
 
@@ -202,6 +236,42 @@ def test_erase_by_address_destroys_keys_audits_and_records_an_event(
         assert audit.verify(connection).ok
     again = runner.invoke(main, ["privacy", "erase", "--subject", LEAD], env=cli_env)
     assert again.exit_code == 0 and "had no key left" in again.output
+
+
+def test_rewrap_moves_the_keys_audits_and_says_what_is_left(
+    cli_env: dict[str, str | None], engine: Engine
+) -> None:
+    prefix = str(cli_env["SFE_TOPIC_PREFIX"])
+    store(engine, namespace=prefix).keys([LEAD, OTHER], create=True)
+    new_master = os.urandom(32)
+    rotated = {
+        **cli_env,
+        "SFE_PRIVACY_MASTER_KEY": base64.b64encode(new_master).decode(),
+        "SFE_PRIVACY_MASTER_KEY_SECONDARY": base64.b64encode(MASTER).decode(),
+    }
+    runner = CliRunner()
+    result = runner.invoke(main, ["privacy", "rewrap"], env=rotated)
+    assert result.exit_code == 0, result.output
+    old_name, new_name = MasterKeyWrapper(MASTER).name, MasterKeyWrapper(new_master).name
+    assert f"2 key(s) rewrapped with {new_name}" in result.output
+    assert f"2 from {old_name}" in result.output
+    assert store(engine, new_master, prefix).wrapped_by() == {new_name: 2}
+    with engine.connect() as connection:
+        (entry,) = [
+            e
+            for e in audit.entries(connection)
+            if e.action == "privacy.rewrap" and e.subject == prefix
+        ]
+        assert entry.details["rewrapped"] == {old_name: 2}
+        assert audit.verify(connection).ok
+    # A key made meanwhile by a process still wrapping with the old key is reported.
+    store(engine, namespace=prefix).keys(["00Q8d0000000099AAA"], create=True)
+    behind = runner.invoke(
+        main, ["privacy", "rewrap"], env={**rotated, "SFE_PRIVACY_MASTER_KEY_SECONDARY": None}
+    )
+    assert behind.exit_code == 2 and "SFE_PRIVACY_MASTER_KEY_SECONDARY" in behind.output
+    again = runner.invoke(main, ["privacy", "rewrap"], env=rotated)
+    assert again.exit_code == 0 and "1 key(s) rewrapped" in again.output
 
 
 def test_misuse_prints_what_to_type(cli_env: dict[str, str | None]) -> None:
