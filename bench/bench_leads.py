@@ -6,7 +6,9 @@ processes of ``sfe worker --role leads`` (the transactional batch path) and poll
 their consumer group's committed offsets until the last input offset is committed.
 Reports input events per second from the first committed batch to the last, the
 events appended, and checks that ``decisions.leads`` holds exactly one committed
-decision per lead.
+decision per lead. With ``SFE_PRIVACY_ENCRYPTION`` on (the default) the leads' personal
+values are sealed before they are appended, in batches of 2,000 as the ingestor seals
+them, so the workers open and seal as in production; their keys are deleted afterwards.
 
 Needs the local stack (``sfe stack up``) and a promoted ``lead`` model (``sfe train
 --all``; without one the benchmark trains a small model into a temporary registry).
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from sqlalchemy import create_engine, delete
 
 from ml.features.definitions import FEATURE_SETS
 from ml.inference import LoadedModel, load_model
@@ -36,6 +39,8 @@ from ml.registry import Registry
 from schema_registry.codec import Codec
 from schema_registry.events import ChangeEventHeader, ChangeType, RecordChanged
 from schema_registry.ids import change_event_id
+from sfe.privacy.keystore import subject_emails, subject_keys
+from sfe.privacy.setup import privacy_from
 from sfe.settings import Settings, load_settings
 from simulator import load as workload
 from streams.topic_admin import TopicAdmin
@@ -160,15 +165,40 @@ def count_committed(settings: Settings, topic: str) -> tuple[int, int]:
     return records, len(keys)
 
 
+def sealed(settings: Settings, changes: list[RecordChanged]) -> list[RecordChanged]:
+    """``changes`` with their personal values sealed as the ingestor seals them."""
+    privacy = privacy_from(settings)
+    if privacy is None:
+        return changes
+    began = time.perf_counter()
+    out: list[RecordChanged] = []
+    for start in range(0, len(changes), 2000):
+        out.extend(privacy.seal(changes[start : start + 2000]))
+    print(f"sealed the personal values in {time.perf_counter() - began:.1f} s", flush=True)
+    return out
+
+
+def forget_keys(settings: Settings) -> None:
+    """Delete the subject keys the benchmark made (its namespace is its topic prefix)."""
+    engine = create_engine(settings.sqlalchemy_url())
+    try:
+        with engine.begin() as connection:
+            for table in (subject_keys, subject_emails):
+                connection.execute(delete(table).where(table.c.namespace == settings.topic_prefix))
+    finally:
+        engine.dispose()
+
+
 def run(settings: Settings, leads: int, batch: int, workers: int) -> None:
     """Append, qualify with ``workers`` processes of ``sfe worker --role leads``, report."""
     prefix = f"bench-leads-{uuid.uuid4().hex[:8]}."
+    settings = settings.model_copy(update={"topic_prefix": prefix})
     TopicAdmin(settings.kafka_bootstrap).ensure(catalogue(prefix))
     processes: list[subprocess.Popen[bytes]] = []
     try:
         model, model_dir = lead_model(settings)
         print(f"model {model.manifest.ref}; generating {leads:,} leads", flush=True)
-        changes = lead_changes(leads)
+        changes = sealed(settings, lead_changes(leads))
         began = time.perf_counter()
         append(settings, prefix, changes)
         print(f"appended {leads:,} CDC events in {time.perf_counter() - began:.1f} s", flush=True)
@@ -229,6 +259,8 @@ def run(settings: Settings, leads: int, batch: int, workers: int) -> None:
             process.terminate()
         for process in processes:
             process.wait(30)
+        if settings.privacy_encryption:
+            forget_keys(settings)
         admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
         if mine:
