@@ -1,9 +1,16 @@
-"""A base for the tests' in-process HTTP stand-ins (Vault, a schema registry): JSON replies."""
+"""Bases for the tests' in-process HTTP stand-ins (Vault, a schema registry).
+
+:class:`JsonHandler` answers JSON; :class:`LocalServer` serves a handler on a free
+loopback port from a daemon thread, over TLS when given a certificate.
+"""
 
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -47,3 +54,30 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """No access log on the test's output."""
+
+
+class LocalServer:
+    """A threaded HTTP(S) server of ``handler`` on 127.0.0.1 and a free port."""
+
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], tls: tuple[Path, Path] | None = None
+    ) -> None:
+        """Serve now; ``tls`` is (certificate, key) for HTTPS."""
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        """The server's base URL."""
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,7 +18,7 @@ from sfe.privacy.setup import privacy_from
 from sfe.privacy.vault import VaultTransitWrapper
 from sfe.secrets import VaultClient
 from sfe.settings import Settings, SettingsError
-from tests.http_helpers import JsonHandler
+from tests.http_helpers import JsonHandler, LocalServer
 from tests.security.test_audit import database, engine
 from tests.workers.support import change
 
@@ -32,7 +30,7 @@ LEAD, OTHER = "00Q8d0000000301AAA", "00Q8d0000000302AAA"
 TOKEN = "hvs.test-transit-token"
 
 
-class TransitVault:
+class TransitVault(LocalServer):
     """An HTTP server answering like Vault's transit encrypt and decrypt endpoints (batch)."""
 
     def __init__(self) -> None:
@@ -54,8 +52,7 @@ class TransitVault:
                     return self.reply(404, {"errors": []})
                 self.reply(200, {"data": {"batch_results": results}, "warnings": None})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     def encrypt(self, plaintext: str) -> dict[str, Any]:
         nonce = os.urandom(12)
@@ -66,14 +63,6 @@ class TransitVault:
         sealed = base64.b64decode(ciphertext.removeprefix("vault:v1:"))
         plain = self.key.decrypt(sealed[:12], sealed[12:], None)
         return {"plaintext": base64.b64encode(plain).decode()}
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
-import ssl
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +23,13 @@ from schema_registry.wire import ConfluentFormat
 from sfe.secrets import Secret
 from sfe.settings import Settings, SettingsError
 from simulator.tls import TlsFiles, ensure_tls
-from tests.http_helpers import JsonHandler
+from tests.http_helpers import JsonHandler, LocalServer
 from tests.workers.support import change
 
 USER, PASSWORD = "registry-key", "registry-secret"
 
 
-class SecureRegistry:
+class SecureRegistry(LocalServer):
     """A TLS schema registry accepting only ``USER:PASSWORD``."""
 
     def __init__(self, tls: TlsFiles) -> None:
@@ -69,19 +66,7 @@ class SecureRegistry:
                     return self.reply(404, {"error_code": 40403, "message": "not found"})
                 self.reply(200, {"schema": registry.schemas[int(found[1]) - 1]})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(tls.server_cert, tls.server_key)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler, tls=(tls.server_cert, tls.server_key))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +89,7 @@ def test_events_cross_a_registry_that_needs_tls_and_credentials(
     registry: SecureRegistry, tls: TlsFiles
 ) -> None:
     settings = Settings(
-        schema_registry_url=registry.url,
+        schema_registry_url=registry.address,
         schema_registry_basic_auth=Secret(f"{USER}:{PASSWORD}"),
         schema_registry_ca_location=tls.ca_cert,
     )
@@ -123,7 +108,7 @@ def test_wrong_credentials_and_an_untrusted_server_are_refused(
     registry: SecureRegistry, tls: TlsFiles, tmp_path: Path
 ) -> None:
     wrong = Settings(
-        schema_registry_url=registry.url,
+        schema_registry_url=registry.address,
         schema_registry_basic_auth=Secret(f"{USER}:not-it"),
         schema_registry_ca_location=tls.ca_cert,
     )
@@ -131,7 +116,7 @@ def test_wrong_credentials_and_an_untrusted_server_are_refused(
         Codec.from_settings(wrong, topic_prefix="sec.").encode("sec.sf.cdc.Lead", lead())
     assert registry.refused >= 1
     untrusted = Settings(
-        schema_registry_url=registry.url,
+        schema_registry_url=registry.address,
         schema_registry_basic_auth=Secret(f"{USER}:{PASSWORD}"),
     )
     with pytest.raises(Exception, match=r"(?i)certificate|ssl"):

@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,7 +62,7 @@ from streams.salesforce.auth import (
 from streams.salesforce.errors import LoginFailed
 from streams.salesforce.rest import RefreshingSalesforce, auth_config, connect, http_session
 from streams.salesforce.streaming import ConfiguredAuthenticator
-from tests.http_helpers import JsonHandler
+from tests.http_helpers import JsonHandler, LocalServer
 from tests.kafka_helpers import catalogue_topics
 
 USERNAME = "integration@sfe.local"
@@ -142,7 +141,7 @@ class FakeClock:
         return self.now
 
 
-class KvV2Vault:
+class KvV2Vault(LocalServer):
     """An HTTP server answering like Vault's KV v2 read endpoint, on a free loopback port."""
 
     def __init__(self, token: str, secrets_by_path: dict[str, dict[str, str]]) -> None:
@@ -183,17 +182,7 @@ class KvV2Vault:
                     },
                 )
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 # --- fixtures ------------------------------------------------------------------------------
